@@ -1,0 +1,33 @@
+"""Test-wide setup: Triton runs in its CPU interpreter when no GPU is present,
+and the research-licensed sample data is read from ../shared/data (never copied)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The interpreter flag is read when kernels are decorated, so it must be set
+# before any test module imports `kernels`.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Location of the shared sample data: $AMANET_SHARED_DATA or ../shared/data."""
+    env = os.environ.get("AMANET_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"shared sample data not found at {root}")
+    return root
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
