@@ -1,0 +1,269 @@
+"""Skeleton layouts and the graph matrices MS-G3D / AMANet are built from.
+
+A layout holds everything about a skeleton that the model, the streams and the
+data pipeline need to agree on: joint count, the bone edges, the center joint
+(Table 2 "ori_rel"), the bone-stream root, and the five body parts of the DP
+module's alien (moving-frame) coordinates.
+
+Joint indices are 0-based everywhere.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "BodyPart",
+    "SkeletonLayout",
+    "LAYOUTS",
+    "DATASET_LAYOUT",
+    "get_layout",
+    "layout_for_dataset",
+    "adjacency",
+    "normalize_adjacency",
+    "k_adjacency",
+    "k_adjacency_stack",
+    "spatio_temporal_adjacency",
+]
+
+
+@dataclass(frozen=True)
+class BodyPart:
+    """One rigid-ish body part of the DP module (paper Alg. 1).
+
+    The part's moving frame sits at `origin`; its first axis points at `axis`,
+    its second lies in the plane spanned with `side`. Every joint in `members`
+    is expressed in that frame.
+    """
+
+    name: str
+    origin: int
+    axis: int
+    side: int
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SkeletonLayout:
+    name: str
+    num_joints: int
+    edges: tuple[tuple[int, int], ...]
+    center: int
+    root: int
+    parents: tuple[int, ...] = field(default=())
+    parts: tuple[BodyPart, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        v = self.num_joints
+        for a, b in self.edges:
+            if not (0 <= a < v and 0 <= b < v) or a == b:
+                raise ValueError(f"layout {self.name!r}: bad edge ({a}, {b}) for {v} joints")
+        for name, j in (("center", self.center), ("root", self.root)):
+            if not 0 <= j < v:
+                raise ValueError(f"layout {self.name!r}: {name}={j} out of range 0..{v - 1}")
+        if not self.parents:
+            object.__setattr__(self, "parents", _parents_from_root(v, self.edges, self.root))
+        if len(self.parents) != v or self.parents[self.root] != self.root:
+            raise ValueError(f"layout {self.name!r}: parents must have {v} entries, root's parent = root")
+        covered: list[int] = []
+        for part in self.parts:
+            ids = (part.origin, part.axis, part.side, *part.members)
+            if any(not 0 <= j < v for j in ids):
+                raise ValueError(f"layout {self.name!r}: part {part.name!r} has a joint out of range")
+            if len({part.origin, part.axis, part.side}) != 3:
+                raise ValueError(f"layout {self.name!r}: part {part.name!r} needs distinct origin/axis/side")
+            covered.extend(part.members)
+        if self.parts and sorted(covered) != list(range(v)):
+            raise ValueError(f"layout {self.name!r}: parts must cover every joint exactly once")
+
+    def adjacency(self) -> np.ndarray:
+        """Binary symmetric (V, V) adjacency without self loops."""
+        return adjacency(self.num_joints, self.edges)
+
+    def neighbour_mean_matrix(self) -> np.ndarray:
+        """Row-stochastic (V, V) matrix averaging each joint with its 1-hop neighbours."""
+        a = self.adjacency() + np.eye(self.num_joints, dtype=np.float64)
+        return a / a.sum(axis=1, keepdims=True)
+
+
+def _parents_from_root(num_joints: int, edges: tuple[tuple[int, int], ...], root: int) -> tuple[int, ...]:
+    """Bone direction = away from the root along the tree (as MS-G3D's bone pairs)."""
+    nbrs: list[list[int]] = [[] for _ in range(num_joints)]
+    for a, b in edges:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    parent = [-1] * num_joints
+    parent[root] = root
+    queue = deque([root])
+    while queue:
+        u = queue.popleft()
+        for w in sorted(nbrs[u]):
+            if parent[w] == -1:
+                parent[w] = u
+                queue.append(w)
+    if -1 in parent:
+        raise ValueError(f"skeleton graph is not connected: joints {[i for i, p in enumerate(parent) if p == -1]}")
+    return tuple(parent)
+
+
+def _one_based(pairs: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((a - 1, b - 1) for a, b in pairs)
+
+
+# NTU RGB+D, Kinect v2, 25 joints (SPEC section 4, 1-based there).
+_NTU25 = SkeletonLayout(
+    name="ntu25",
+    num_joints=25,
+    edges=_one_based([
+        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10),
+        (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19),
+        (22, 23), (23, 8), (24, 25), (25, 12),
+    ]),
+    center=1,   # spine mid (1-based 2)
+    root=20,    # spine shoulder (1-based 21), MS-G3D's bone root
+    parts=(
+        BodyPart("left_arm", 4, 20, 1, (4, 5, 6, 7, 21, 22)),
+        BodyPart("right_arm", 8, 20, 1, (8, 9, 10, 11, 23, 24)),
+        BodyPart("left_leg", 12, 0, 1, (12, 13, 14, 15)),
+        BodyPart("right_leg", 16, 0, 1, (16, 17, 18, 19)),
+        BodyPart("trunk_head", 20, 1, 4, (0, 1, 2, 3, 20)),
+    ),
+)
+
+# OpenPose COCO-18 (Kinetics-Skeleton): 0 nose, 1 neck, 2-4 right arm, 5-7 left arm,
+# 8-10 right leg, 11-13 left leg, 14/15 eyes, 16/17 ears.
+_OPENPOSE18 = SkeletonLayout(
+    name="openpose18",
+    num_joints=18,
+    edges=((4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5), (8, 2),
+           (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14)),
+    center=1,   # neck
+    root=0,     # nose, MS-G3D's Kinetics bone root
+    parts=(
+        BodyPart("left_arm", 5, 1, 11, (5, 6, 7)),
+        BodyPart("right_arm", 2, 1, 8, (2, 3, 4)),
+        BodyPart("left_leg", 11, 1, 8, (11, 12, 13)),
+        BodyPart("right_leg", 8, 1, 11, (8, 9, 10)),
+        BodyPart("head", 1, 0, 2, (0, 1, 14, 15, 16, 17)),
+    ),
+)
+
+# NW-UCLA, Kinect v1 order: 0 hip center, 1 spine, 2 shoulder center, 3 head,
+# 4-7 left shoulder/elbow/wrist/hand, 8-11 right arm, 12-15 left hip/knee/ankle/foot,
+# 16-19 right leg. Parts mirror NTU's: Kinect v1's shoulder center plays NTU's
+# spine shoulder (arm axis target and bone root), the spine joint plays NTU's spine
+# mid (center and side joint), the hip center plays NTU's spine base.
+_UCLA20 = SkeletonLayout(
+    name="ucla20",
+    num_joints=20,
+    edges=_one_based([
+        (1, 2), (2, 3), (3, 4), (3, 5), (5, 6), (6, 7), (7, 8), (3, 9), (9, 10), (10, 11), (11, 12),
+        (1, 13), (13, 14), (14, 15), (15, 16), (1, 17), (17, 18), (18, 19), (19, 20),
+    ]),
+    center=1,   # spine
+    root=2,     # shoulder center
+    parts=(
+        BodyPart("left_arm", 4, 2, 1, (4, 5, 6, 7)),
+        BodyPart("right_arm", 8, 2, 1, (8, 9, 10, 11)),
+        BodyPart("left_leg", 12, 0, 1, (12, 13, 14, 15)),
+        BodyPart("right_leg", 16, 0, 1, (16, 17, 18, 19)),
+        BodyPart("trunk_head", 2, 1, 4, (0, 1, 2, 3)),
+    ),
+)
+
+# COCO-17 keypoints (pyskl 2D annotations): 0 nose, 1/2 eyes, 3/4 ears,
+# 5/6 shoulders, 7/8 elbows, 9/10 wrists, 11/12 hips, 13/14 knees, 15/16 ankles
+# (odd = left). COCO has no neck, so arm and leg axes point at the other shoulder /
+# the same-side shoulder, and the head frame runs nose -> left shoulder.
+_COCO17 = SkeletonLayout(
+    name="coco17",
+    num_joints=17,
+    edges=((15, 13), (13, 11), (16, 14), (14, 12), (11, 5), (12, 6), (9, 7), (7, 5), (10, 8), (8, 6),
+           (5, 0), (6, 0), (1, 0), (3, 1), (2, 0), (4, 2)),
+    center=0,   # nose, as pyskl's coco graph
+    root=0,
+    parts=(
+        BodyPart("left_arm", 5, 6, 11, (5, 7, 9)),
+        BodyPart("right_arm", 6, 5, 12, (6, 8, 10)),
+        BodyPart("left_leg", 11, 5, 12, (11, 13, 15)),
+        BodyPart("right_leg", 12, 6, 11, (12, 14, 16)),
+        BodyPart("head", 0, 5, 6, (0, 1, 2, 3, 4)),
+    ),
+)
+
+LAYOUTS: dict[str, SkeletonLayout] = {l.name: l for l in (_NTU25, _OPENPOSE18, _UCLA20, _COCO17)}
+
+DATASET_LAYOUT: dict[str, str] = {
+    "ntu60": "ntu25",
+    "ntu120": "ntu25",
+    "kinetics": "openpose18",
+    "ucla": "ucla20",
+    "synthetic": "openpose18",
+}
+
+
+def get_layout(name: str | SkeletonLayout) -> SkeletonLayout:
+    """Layout by name; a SkeletonLayout passes through so callers may supply custom ones."""
+    if isinstance(name, SkeletonLayout):
+        return name
+    try:
+        return LAYOUTS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown skeleton layout {name!r}; expected one of {sorted(LAYOUTS)}") from None
+
+
+def layout_for_dataset(dataset: str) -> SkeletonLayout:
+    try:
+        return LAYOUTS[DATASET_LAYOUT[dataset]]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASET_LAYOUT)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Graph matrices (float64 numpy; the model converts to float32 buffers).
+
+
+def adjacency(num_joints: int, edges) -> np.ndarray:
+    a = np.zeros((num_joints, num_joints), dtype=np.float64)
+    for i, j in edges:
+        a[i, j] = a[j, i] = 1.0
+    return a
+
+
+def normalize_adjacency(a: np.ndarray) -> np.ndarray:
+    """Symmetric normalization D^-1/2 A D^-1/2 (degrees from A's rows as given)."""
+    deg = a.sum(axis=-1)
+    with np.errstate(divide="ignore"):
+        inv_sqrt = np.where(deg > 0, deg ** -0.5, 0.0)
+    return inv_sqrt[:, None] * a * inv_sqrt[None, :]
+
+
+def k_adjacency(a: np.ndarray, k: int, with_self: bool = True) -> np.ndarray:
+    """Joints exactly k hops apart (MS-G3D's disentangled neighbourhood), plus I if with_self.
+
+    Ã_k = min((A+I)^k, 1) - min((A+I)^(k-1), 1); k = 0 gives I.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    eye = np.eye(len(a), dtype=np.float64)
+    if k == 0:
+        return eye
+    ai = a + eye
+    ak = np.minimum(np.linalg.matrix_power(ai, k), 1) - np.minimum(np.linalg.matrix_power(ai, k - 1), 1)
+    return ak + eye if with_self else ak
+
+
+def k_adjacency_stack(a: np.ndarray, num_scales: int) -> np.ndarray:
+    """(K*V, V): normalized k-adjacencies for k = 0..K-1, stacked row-wise as MS-GCN consumes them."""
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}")
+    return np.concatenate([normalize_adjacency(k_adjacency(a, k, with_self=True)) for k in range(num_scales)])
+
+
+def spatio_temporal_adjacency(a: np.ndarray, window: int) -> np.ndarray:
+    """G3D's (τV, τV) graph: every joint links to itself and its neighbours in all τ frames."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    return np.tile(a + np.eye(len(a)), (window, window))
