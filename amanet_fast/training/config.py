@@ -1,0 +1,389 @@
+"""One config system for training: defaults <- YAML file <- preset <- CLI flags <- key=value.
+
+Every knob lives in one nested dict so that the resolved config saved in the
+work dir is the complete recipe of a run: re-running with
+`--config WORK_DIR/config.yaml` reproduces it, and nothing is inferred from
+file names or hidden in code paths.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+DATASETS = ("synthetic", "ntu60", "ntu120", "kinetics", "ucla")
+STREAMS = ("joint", "bone", "joint_fused", "bone_fused")
+ARCHS = ("amanet", "msg3d")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+# The complete set of keys. A value of None means "no default / decided at
+# run time"; such keys accept any YAML value.
+DEFAULTS: dict[str, Any] = {
+    "dataset": "synthetic",
+    "seed": 0,
+    "work_dir": None,
+    "data": {
+        "root": None,  # prepared data dir; None -> $AMANET_DATA/<dataset> or ./data/<dataset>
+        "split": None,  # benchmark sub-dir of root, e.g. xsub / xview / xset
+        "stream": "joint",
+        "clip_len": None,  # frames fed to the model; None -> the prepared length (300)
+        "random_choose": False,
+        "random_shift": False,
+        "random_move": False,
+        "num_workers": 0,
+        "limit_train": None,  # use a seeded subset of this many train samples (smoke runs)
+        "limit_val": None,
+        "holdout_fraction": 0.0,  # keep this part of train out of training; its scores feed ensemble --search
+    },
+    "model": {
+        "arch": "amanet",
+        "args": {},  # extra keyword overrides for amanet_fast.build_model
+    },
+    "optim": {
+        "batch_size": 32,  # global batch per optimizer step (all ranks together)
+        "forward_batch_size": None,  # per-rank micro-batch; None -> no accumulation
+        "base_lr": 0.05,
+        "base_batch_size": 32,  # lr = base_lr * batch_size / base_batch_size
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 0.0005,
+        "lr_steps": [30, 40],
+        "lr_gamma": 0.1,
+        "warmup_epochs": 0,
+        "label_smoothing": 0.0,
+        "grad_clip": None,
+    },
+    "train": {
+        "epochs": 50,
+        "eval_every": 1,
+        "stop_after_epoch": None,  # end this run after that epoch (time-sliced jobs); resume continues
+        "eval_batch_size": None,  # None -> per-rank train batch
+    },
+    "runtime": {
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "compile": "auto",  # auto (on for CUDA) | true | false
+        "amp": "auto",  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+        "kernel_backend": "auto",
+        "threads": None,  # torch intra-op threads per process
+        "deterministic": False,
+        "progress": True,
+        "tensorboard": True,
+    },
+    "eval": {
+        "save_scores": True,
+        "confusion_matrix": True,
+    },
+}
+
+# CLI flags and the config key each one sets.
+FLAG_KEYS: dict[str, str] = {
+    "dataset": "dataset",
+    "split": "data.split",
+    "stream": "data.stream",
+    "arch": "model.arch",
+    "data_root": "data.root",
+    "work_dir": "work_dir",
+    "forward_batch_size": "optim.forward_batch_size",
+    "batch_size": "optim.batch_size",
+    "epochs": "train.epochs",
+    "amp": "runtime.amp",
+    "device": "runtime.device",
+    "seed": "seed",
+    "kernel_backend": "runtime.kernel_backend",
+}
+
+
+def configs_dir() -> Path:
+    """The repository's configs/ folder (sits next to the package)."""
+    env = os.environ.get("AMANET_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+
+
+def default_config_file(dataset: str) -> Path:
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
+    return configs_dir() / f"{dataset}.yaml"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    with path.open("r", encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _all_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, dict) and v:
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check `value` against the default's type; accept what YAML 1.1 leaves as text (5e-4)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"config key {key}: expected true/false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, str):
+            try:
+                value = float(value) if isinstance(default, float) or any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                raise TypeError(f"config key {key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"config key {key}: expected a number, got {value!r}")
+        if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+            raise TypeError(f"config key {key}: expected an integer, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, str):
+        if isinstance(value, bool):
+            # YAML 1.1 reads on/off/yes/no as booleans: `amp: off` means the text "off".
+            return value if key == "runtime.compile" else ("on" if value else "off")
+        if not isinstance(value, str):
+            raise TypeError(f"config key {key}: expected text, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config key {key}: expected a list, got {value!r}")
+        return list(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise TypeError(f"config key {key}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _unknown_key_error(key: str) -> ValueError:
+    close = difflib.get_close_matches(key, _all_keys(DEFAULTS), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ValueError(f"unknown config key {key!r}{hint}")
+
+
+def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a dotted key, checked against DEFAULTS (model.args.* is free-form)."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ValueError(f"config key {dotted!r} is malformed")
+    node, default_node = cfg, DEFAULTS
+    for i, part in enumerate(parts[:-1]):
+        free = default_node is None  # inside a free-form mapping
+        if not free:
+            if not isinstance(default_node, dict) or part not in default_node:
+                raise _unknown_key_error(dotted)
+            default_node = default_node[part]
+            if isinstance(default_node, dict) and not default_node:
+                default_node = None  # free-form below (model.args)
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ValueError(f"config key {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    last = parts[-1]
+    if default_node is None:
+        node[last] = value
+        return
+    if not isinstance(default_node, dict) or last not in default_node:
+        raise _unknown_key_error(dotted)
+    default = default_node[last]
+    if isinstance(default, dict) and default:
+        if not isinstance(value, dict):
+            raise TypeError(f"config key {dotted}: expected a mapping, got {value!r}")
+        for k, v in value.items():
+            set_key(cfg, f"{dotted}.{k}", v)
+        return
+    node[last] = _coerce(dotted, value, default)
+
+
+def merge(cfg: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
+    """Merge a nested mapping into cfg, key by key (so each key is checked)."""
+    for k, v in overrides.items():
+        dotted = f"{prefix}{k}"
+        if isinstance(v, dict) and not dotted.startswith("model.args") and dotted != "model.args":
+            merge(cfg, v, dotted + ".")
+        else:
+            set_key(cfg, dotted, v)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r}: expected key=value (e.g. optim.base_lr=0.1)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {text!r}: value is not valid YAML: {err}") from err
+    return key, value
+
+
+def get_key(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train / evaluate AMANet and MS-G3D. With no arguments: the synthetic CPU demo.",
+        epilog="Any config key can be overridden as key=value, e.g. optim.base_lr=0.1 train.epochs=5. "
+        "See configs/*.yaml.",
+    )
+    p.add_argument("--dataset", choices=DATASETS, help="picks configs/<dataset>.yaml unless --config is given")
+    p.add_argument("--split", help="benchmark sub-dir of the data root (ntu: xsub/xview/xset)")
+    p.add_argument("--stream", choices=STREAMS)
+    p.add_argument("--arch", choices=ARCHS)
+    p.add_argument("--config", help="YAML config file (replaces configs/<dataset>.yaml)")
+    p.add_argument("--preset", help="named preset from the config's `presets:` section (e.g. cpu, tiny)")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch per optimizer step")
+    p.add_argument("--forward-batch-size", dest="forward_batch_size", type=int,
+                   help="per-rank micro-batch; gradients are accumulated up to the batch size")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--amp", choices=AMP_MODES)
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--kernel-backend", dest="kernel_backend", choices=("auto", "triton", "eager"))
+    p.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="disable torch.compile")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the val split")
+    p.add_argument("--checkpoint", help="checkpoint for --eval-only (model config is taken from it)")
+    p.add_argument("--no-resume", action="store_true", help="ignore WORK_DIR/latest.pt")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    return p
+
+
+def _apply_presets(cfg: dict[str, Any], file_cfg: dict[str, Any], preset: str | None, source: str) -> None:
+    presets = file_cfg.pop("presets", None) or {}
+    if not isinstance(presets, dict):
+        raise ValueError(f"{source}: `presets` must be a mapping of name -> overrides")
+    merge(cfg, file_cfg)
+    if preset is not None:
+        if preset not in presets:
+            avail = ", ".join(sorted(presets)) or "none"
+            raise ValueError(f"--preset {preset!r}: not defined in {source} (available: {avail})")
+        merge(cfg, presets[preset] or {})
+
+
+def explicit_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The (key, value) pairs the command line sets, flags first, then key=value in order."""
+    pairs: list[tuple[str, Any]] = []
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            pairs.append((key, value))
+    if getattr(args, "compile", None) is not None:
+        pairs.append(("runtime.compile", bool(args.compile)))
+    pairs.extend(parse_override(o) for o in args.overrides)
+    return pairs
+
+
+def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the run's config. `base` (a checkpoint's config) replaces the YAML layer."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if base is not None:
+        merge(cfg, {k: v for k, v in base.items() if k != "presets"})
+        if args.config:
+            _apply_presets(cfg, load_yaml(args.config), args.preset, args.config)
+    else:
+        if args.config:
+            source = Path(args.config)
+        else:
+            source = default_config_file(args.dataset or DEFAULTS["dataset"])
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"default config {source} not found; pass --config FILE.yaml (or set AMANET_CONFIGS)"
+                )
+        _apply_presets(cfg, load_yaml(source), args.preset, str(source))
+    for key, value in explicit_overrides(args):
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    if cfg["dataset"] not in DATASETS:
+        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {cfg['dataset']!r}")
+    if cfg["data"]["stream"] not in STREAMS:
+        raise ValueError(f"data.stream: expected one of {', '.join(STREAMS)}, got {cfg['data']['stream']!r}")
+    if cfg["model"]["arch"] not in ARCHS:
+        raise ValueError(f"model.arch: expected one of {', '.join(ARCHS)}, got {cfg['model']['arch']!r}")
+    amp = cfg["runtime"]["amp"]
+    if amp not in AMP_MODES:
+        raise ValueError(f"runtime.amp: expected one of {', '.join(AMP_MODES)}, got {amp!r}")
+    comp = cfg["runtime"]["compile"]
+    if comp not in ("auto", True, False):
+        raise ValueError(f"runtime.compile: expected auto, true or false, got {comp!r}")
+    o = cfg["optim"]
+    for key in ("batch_size", "base_batch_size"):
+        if o[key] < 1:
+            raise ValueError(f"optim.{key}: expected >= 1, got {o[key]}")
+    if o["forward_batch_size"] is not None and (not isinstance(o["forward_batch_size"], int) or o["forward_batch_size"] < 1):
+        raise ValueError(f"optim.forward_batch_size: expected a positive integer, got {o['forward_batch_size']!r}")
+    if o["base_lr"] <= 0:
+        raise ValueError(f"optim.base_lr: expected > 0, got {o['base_lr']}")
+    if not all(isinstance(s, int) for s in o["lr_steps"]) or sorted(o["lr_steps"]) != list(o["lr_steps"]):
+        raise ValueError(f"optim.lr_steps: expected increasing integers, got {o['lr_steps']!r}")
+    if cfg["train"]["epochs"] < 1:
+        raise ValueError(f"train.epochs: expected >= 1, got {cfg['train']['epochs']}")
+    hf = cfg["data"]["holdout_fraction"]
+    if not 0.0 <= hf < 1.0:
+        raise ValueError(f"data.holdout_fraction: expected 0 <= f < 1, got {hf}")
+    cl = cfg["data"]["clip_len"]
+    if cl is not None and (not isinstance(cl, int) or cl < 1):
+        raise ValueError(f"data.clip_len: expected a positive integer or null, got {cl!r}")
+    for key in ("limit_train", "limit_val"):
+        v = cfg["data"][key]
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"data.{key}: expected a positive integer or null, got {v!r}")
+    if not isinstance(cfg["model"]["args"], dict):
+        raise ValueError("model.args: expected a mapping of build_model keyword overrides")
+
+
+def scaled_lr(cfg: dict[str, Any]) -> float:
+    """Linear scaling rule: the paper's 0.05 at batch 32."""
+    o = cfg["optim"]
+    return float(o["base_lr"]) * o["batch_size"] / o["base_batch_size"]
+
+
+def default_work_dir(cfg: dict[str, Any]) -> Path:
+    parts = [cfg["dataset"]]
+    if cfg["data"]["split"]:
+        parts.append(str(cfg["data"]["split"]))
+    parts += [cfg["model"]["arch"], cfg["data"]["stream"]]
+    return Path("work_dirs") / "_".join(parts)
+
+
+def dump_yaml(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+
+
+def iter_flat(cfg: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            yield from iter_flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
