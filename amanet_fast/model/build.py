@@ -1,0 +1,200 @@
+"""`build_model(arch, dataset, **overrides)`: the one way to get a network.
+
+`arch` picks the defaults (MS-G3D: every AMANet module off; AMANet: DP, SFEM,
+TFEM and STFEM on); `dataset` fixes classes, skeleton layout, graph scales and
+coordinate kind; overrides may switch any module, which is how the ablation
+rows of `ablations.py` are expressed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from ..graphs import DATASET_LAYOUT, SkeletonLayout, get_layout
+from ..streams import STREAMS
+from .dp import DP_MODES, DataPreprocessing
+from .network import BlockOptions, SkeletonNet
+
+logger = logging.getLogger("amanet_fast.model")
+
+__all__ = ["ARCHS", "DATASETS", "ModelConfig", "resolve_config", "build_model", "model_from_config"]
+
+ARCHS = ("msg3d", "amanet")
+KERNEL_BACKENDS = ("auto", "eager", "triton")
+ORDERS = ("sfem_tfem", "tfem_sfem")
+
+# MS-G3D's configs: NTU K = 13 (GCN) / 6 (G3D), Kinetics 8 / 8. NW-UCLA is Kinect 3D
+# like NTU and takes NTU's scales; the synthetic demo mimics Kinetics (2D + score).
+DATASETS: dict[str, dict[str, Any]] = {
+    "ntu60": dict(num_class=60, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
+    "ntu120": dict(num_class=120, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
+    "kinetics": dict(num_class=400, num_gcn_scales=8, num_g3d_scales=8, coord_dims=2),
+    "ucla": dict(num_class=10, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
+    "synthetic": dict(num_class=6, num_gcn_scales=8, num_g3d_scales=8, coord_dims=2),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every knob of the network. Field names are the override names of `build_model`."""
+
+    arch: str
+    dataset: str
+    num_class: int
+    layout: str | SkeletonLayout
+    num_gcn_scales: int
+    num_g3d_scales: int
+    coord_dims: int                      # 3 (x, y, z) or 2 (x, y + trailing score channels)
+    in_channels: int = 3
+    num_person: int = 2
+    channels: tuple[int, ...] = (96, 192, 384)
+    strides: tuple[int, ...] = (1, 2, 2)
+    windows: tuple[int, ...] = (3, 5)    # G3D and STFEM window sizes τ
+    stream: str = "joint"
+    dp: bool = False
+    dp_mode: str = "alien"
+    dp_scale: float = 1.2                # s of the alien coordinates (paper Fig. 7)
+    msgcn: bool = True                   # False: SFEM replaces MS-GCN (Table 4 "GCN->SFEM")
+    g3d: bool = True                     # False: STFEM replaces MS-G3D (Table 6 "G3D->STFEM")
+    sfem: bool = False
+    tfem: bool = False
+    stfem: bool = False
+    order: str = "sfem_tfem"             # Table 9
+    alpha: float = 0.8
+    beta: float = 0.8
+    group: int = 5                       # g of FF
+    tfem_ff: bool = True                 # Table 5 rows: FF / JF alone
+    tfem_jf: bool = True
+    jf_kernel: int | None = None         # R of JF's temporal conv; None = group (paper: R = g)
+    stfem_ratio: float = 0.25
+    heads: int | None = None             # None: width // head_dim per module
+    head_dim: int = 24
+    kernel_backend: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        if isinstance(self.layout, SkeletonLayout):
+            d["layout"] = self.layout.name
+        return d
+
+
+OVERRIDES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                                   if f.name not in ("arch", "dataset", "extra"))
+
+
+def _fail(name: str, expected: str, value: Any) -> None:
+    raise ValueError(f"build_model: {name} must be {expected}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, f"an int >= {minimum}", value)
+
+
+def _check(cfg: ModelConfig) -> None:
+    for name in ("num_class", "in_channels", "num_person", "num_gcn_scales", "num_g3d_scales", "group", "head_dim"):
+        _check_int(name, getattr(cfg, name))
+    for name in ("dp", "msgcn", "g3d", "sfem", "tfem", "stfem", "tfem_ff", "tfem_jf"):
+        if not isinstance(getattr(cfg, name), bool):
+            _fail(name, "a bool", getattr(cfg, name))
+    for name in ("channels", "strides", "windows"):
+        value = getattr(cfg, name)
+        if not isinstance(value, tuple) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                                            for v in value):
+            _fail(name, "a non-empty tuple of ints >= 1", value)
+    if len(cfg.channels) != len(cfg.strides):
+        _fail("strides", f"a tuple as long as channels ({len(cfg.channels)})", cfg.strides)
+    for c in cfg.channels:
+        if c % 6:
+            _fail("channels", "multiples of 6 (MS-TCN has six branches)", cfg.channels)
+    if cfg.g3d and any(w % 2 == 0 for w in cfg.windows):
+        _fail("windows", "odd sizes (G3D windows are centered)", cfg.windows)
+    if cfg.coord_dims not in (2, 3) or cfg.coord_dims > cfg.in_channels:
+        _fail("coord_dims", f"2 or 3 and <= in_channels ({cfg.in_channels})", cfg.coord_dims)
+    if cfg.stream not in STREAMS:
+        _fail("stream", f"one of {STREAMS}", cfg.stream)
+    if cfg.dp_mode not in DP_MODES:
+        _fail("dp_mode", f"one of {DP_MODES}", cfg.dp_mode)
+    if cfg.dp and cfg.stream not in ("joint", "bone"):
+        _fail("dp", f"False for the {cfg.stream} stream (DP applies to the original-scale joint/bone "
+                    "streams only, paper Fig. 6)", cfg.dp)
+    if cfg.order not in ORDERS:
+        _fail("order", f"one of {ORDERS}", cfg.order)
+    if cfg.kernel_backend not in KERNEL_BACKENDS:
+        _fail("kernel_backend", f"one of {KERNEL_BACKENDS}", cfg.kernel_backend)
+    if not cfg.msgcn and not cfg.sfem:
+        _fail("msgcn", "True unless sfem=True replaces it", cfg.msgcn)
+    if cfg.tfem and not (cfg.tfem_ff or cfg.tfem_jf):
+        _fail("tfem_ff", "True (or tfem_jf True) when tfem is on", cfg.tfem_ff)
+    if cfg.jf_kernel is not None:
+        _check_int("jf_kernel", cfg.jf_kernel)
+    if cfg.heads is not None:
+        _check_int("heads", cfg.heads)
+    for name in ("alpha", "beta", "dp_scale", "stfem_ratio"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, "a number", value)
+    if not 0 < cfg.stfem_ratio <= 1:
+        _fail("stfem_ratio", "in (0, 1]", cfg.stfem_ratio)
+    get_layout(cfg.layout)
+
+
+def resolve_config(arch: str, dataset: str, **overrides: Any) -> ModelConfig:
+    """Defaults of (arch, dataset) with overrides applied and checked."""
+    if arch not in ARCHS:
+        raise ValueError(f"build_model: arch must be one of {ARCHS}, got {arch!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"build_model: dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"build_model: unknown override(s) {unknown}; valid overrides: {', '.join(OVERRIDES)}")
+    values: dict[str, Any] = dict(DATASETS[dataset], layout=DATASET_LAYOUT[dataset])
+    if arch == "amanet":
+        stream = overrides.get("stream", "joint")
+        values.update(sfem=True, tfem=True, stfem=True, dp=stream in ("joint", "bone"))
+    for name in ("channels", "strides", "windows"):
+        if isinstance(overrides.get(name), list):
+            overrides[name] = tuple(overrides[name])
+    values.update(overrides)
+    cfg = ModelConfig(arch=arch, dataset=dataset, **values)
+    _check(cfg)
+    return cfg
+
+
+def model_from_config(cfg: ModelConfig) -> SkeletonNet:
+    layout = get_layout(cfg.layout)
+    options = BlockOptions(
+        num_gcn_scales=cfg.num_gcn_scales, num_g3d_scales=cfg.num_g3d_scales, windows=cfg.windows,
+        msgcn=cfg.msgcn, g3d=cfg.g3d, sfem=cfg.sfem, tfem=cfg.tfem, stfem=cfg.stfem, order=cfg.order,
+        alpha=float(cfg.alpha), beta=float(cfg.beta), group=cfg.group, tfem_ff=cfg.tfem_ff,
+        tfem_jf=cfg.tfem_jf, jf_kernel=cfg.jf_kernel if cfg.jf_kernel is not None else cfg.group,
+        stfem_ratio=float(cfg.stfem_ratio), heads=cfg.heads, head_dim=cfg.head_dim,
+        kernel_backend=cfg.kernel_backend,
+    )
+    dp = None
+    if cfg.dp:
+        dp = DataPreprocessing(layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims, cfg.in_channels)
+    model = SkeletonNet(layout, cfg.num_class, cfg.in_channels, cfg.num_person, cfg.channels, cfg.strides,
+                        options, dp)
+    model.config = cfg  # type: ignore[assignment]
+    return model
+
+
+def build_model(arch: str, dataset: str, **overrides: Any) -> nn.Module:
+    """Build MS-G3D or AMANet for a dataset; input (N, C, T, V, M), output (N, num_class) logits.
+
+    Raises TypeError for an unknown override (listing the valid ones) and
+    ValueError for a bad value.
+    """
+    cfg = resolve_config(arch, dataset, **overrides)
+    model = model_from_config(cfg)
+    if cfg.sfem or cfg.stfem or (cfg.tfem and cfg.tfem_ff):
+        logger.info("%s/%s: attention kernels backend=%r (auto = Triton on CUDA, eager otherwise)",
+                    arch, dataset, cfg.kernel_backend)
+    return model
