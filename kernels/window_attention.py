@@ -1,21 +1,452 @@
 """Windowed spatio-temporal attention (STFEM, eq. 14; window=1 is SFEM's
 per-frame joint attention, eq. 10): Triton kernels, launcher, autograd.Function
-and the thin public function, side by side."""
+and the thin public function, side by side.
+
+Design (SPEC §2.1, §2.3):
+- One program owns one window: its `window*J <= 128` tokens fit one tile, so the
+  softmax is single-pass (no online rescaling). Tokens are padded to a power of
+  two; only PADDING tokens (index >= window*J) are masked. Frames past T load as
+  zeros and stay unmasked, exactly like zero-padding then unfolding.
+- q, k, v are read through their own strides (the model passes a permuted view;
+  copying it would double the memory traffic). The head dim is walked in chunks
+  of 16 or 32 so D=96 costs 3x32 columns, not a 128-wide padded tile.
+- fp32 inputs use `input_precision="ieee"` in every tl.dot: the fp32 path is the
+  exact one (matches the eager reference to ~1e-6); GPUs would otherwise use
+  tf32 (~1e-3). fp16/bf16 feed tensor cores with fp32 accumulation; P and dS are
+  rounded to the input dtype before their matmuls (as in flash attention).
+- Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
+  delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta).
+- Each frame lies in up to `window` windows, so dq/dk/dv sum over windows. The
+  sum is DETERMINISTIC and atomic-free: the backward runs `window` launches
+  ("phases"); phase r handles anchors t = r, r+window, ... whose windows are
+  disjoint, so each program read-modify-writes fp32 rows nobody else touches in
+  that launch. Phase 0 covers every frame once and plain-stores (no zero fill).
+- dbias folds dS onto (J, J) with a one-hot (tokens x joints) matrix through
+  tl.dot, accumulated over a block of anchors per program; the per-program
+  (J, J) partials are summed by torch afterwards (deterministic). The fold uses
+  ieee for fp32 inputs and tf32 for fp16/bf16 inputs (fp32 range for dS, no
+  fp16 underflow). It is compiled out when bias does not require grad.
+"""
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import torch
+import triton
+import triton.language as tl
 
 from ._checks import check_bias, check_positive_int, check_qkv, choose_backend, resolve_scale
+from .aot_spec import KernelSpec
 from .reference import window_attention_reference
 
 OP = "window_attention"
+MAX_WINDOW_TOKENS = 128  # one window must fit one (BLOCK_N x BLOCK_N) fp32 score tile
+LOG2E = tl.constexpr(1.4426950408889634)
+
+logger = logging.getLogger("kernels")
+
+# Backward: aim for at least this many programs per phase launch so a GPU is
+# full, while each program folds dbias over as many anchors as that allows
+# (fewer, larger partials). Tests lower it to exercise multi-anchor programs.
+TARGET_PROGRAMS_PER_PHASE = 1024
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _window_tokens(t, T, J, window, BLOCK_N: tl.constexpr):
+    """Token i of the window anchored at t is joint i % J of frame t + i // J."""
+    token = tl.arange(0, BLOCK_N)
+    step = token // J
+    joint = token - step * J
+    is_token = token < window * J
+    in_sequence = is_token & (t + step < T)
+    return step, joint, is_token, in_sequence
+
+
+@triton.jit
+def _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale):
+    """Softmax over keys of scores*scale + tile(bias); padding keys get no mass."""
+    bias = tl.load(
+        bias_rows[:, None] + joint[None, :] * stride_bias_c,
+        mask=is_token[:, None] & is_token[None, :],
+        other=0.0,
+    )
+    logits = scores * (scale * LOG2E) + bias * LOG2E  # base-2 logits: exp2 is the fast path
+    logits = tl.where(is_token[None, :], logits, float("-inf"))
+    row_max = tl.max(logits, axis=1)
+    p = tl.exp2(logits - row_max[:, None])
+    return p * (1.0 / tl.sum(p, axis=1))[:, None]
+
+
+@triton.jit
+def _window_attention_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr,
+    stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kj, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vj, stride_vd,
+    stride_bias_h, stride_bias_r, stride_bias_c,
+    stride_ob, stride_oh, stride_ot, stride_os, stride_oj, stride_od,
+    H, T, J, D, window, scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # Anchor t varies fastest so neighbouring programs share frames in L2.
+    pid = tl.program_id(0)
+    t = pid % T
+    bh = pid // T
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    step, joint, is_token, in_sequence = _window_tokens(t, T, J, window, BLOCK_N)
+    frame = t + step
+    q_rows = q_ptr + b * stride_qb + h * stride_qh + frame * stride_qt + joint * stride_qj
+    k_rows = k_ptr + b * stride_kb + h * stride_kh + frame * stride_kt + joint * stride_kj
+    v_rows = v_ptr + b * stride_vb + h * stride_vh + frame * stride_vt + joint * stride_vj
+    o_rows = out_ptr + b * stride_ob + h * stride_oh + t * stride_ot + step * stride_os + joint * stride_oj
+    bias_rows = bias_ptr + h * stride_bias_h + joint * stride_bias_r
+
+    scores = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+    for c in tl.static_range(NUM_D_BLOCKS):
+        d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+        load_mask = in_sequence[:, None] & (d < D)[None, :]
+        q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+        k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+        scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
+    p = _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale)
+    p = p.to(v_ptr.dtype.element_ty)
+
+    for c in tl.static_range(NUM_D_BLOCKS):
+        d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+        v = tl.load(v_rows[:, None] + d[None, :] * stride_vd,
+                    mask=in_sequence[:, None] & (d < D)[None, :], other=0.0)
+        out = tl.dot(p, v, input_precision=DOT_PRECISION)
+        tl.store(o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
+                 mask=is_token[:, None] & (d < D)[None, :])
+
+
+@triton.jit
+def _add_rows(ptrs, value, mask, accumulate):
+    """Read-modify-write without atomics: within one phase no other program
+    touches these rows (the phase's windows are disjoint)."""
+    if accumulate != 0:
+        value += tl.load(ptrs, mask=mask, other=0.0)
+    tl.store(ptrs, value, mask=mask)
+
+
+@triton.jit
+def _window_attention_bwd_kernel(
+    q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, dq_ptr, dk_ptr, dv_ptr, dbias_partial_ptr,
+    stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kj, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vj, stride_vd,
+    stride_bias_h, stride_bias_r, stride_bias_c,
+    stride_dob, stride_doh, stride_dot, stride_dos, stride_doj, stride_dod,
+    stride_gb, stride_gh, stride_gt, stride_gj, stride_gd,
+    H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, accumulate,
+    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FOLD_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    chunk = pid % programs_per_head
+    bh = pid // programs_per_head
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    # This phase's anchors are phase, phase + window, ...: their windows are disjoint.
+    num_anchors = tl.cdiv(T - phase, window)
+    first = chunk * anchors_per_program
+    last = tl.minimum(first + anchors_per_program, num_anchors)
+
+    token = tl.arange(0, BLOCK_N)
+    step = token // J
+    joint = token - step * J
+    is_token = token < window * J
+    bias_rows = bias_ptr + h * stride_bias_h + joint * stride_bias_r
+    one_hot = ((joint[:, None] == tl.arange(0, BLOCK_J)[None, :]) & is_token[:, None]).to(tl.float32)
+    dbias_fold = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+
+    for anchor in range(first, last):
+        t = phase + anchor * window
+        frame = t + step
+        in_sequence = is_token & (frame < T)
+        q_rows = q_ptr + b * stride_qb + h * stride_qh + frame * stride_qt + joint * stride_qj
+        k_rows = k_ptr + b * stride_kb + h * stride_kh + frame * stride_kt + joint * stride_kj
+        v_rows = v_ptr + b * stride_vb + h * stride_vh + frame * stride_vt + joint * stride_vj
+        do_rows = (dout_ptr + b * stride_dob + h * stride_doh + t * stride_dot
+                   + step * stride_dos + joint * stride_doj)
+        g_rows = b * stride_gb + h * stride_gh + frame * stride_gt + joint * stride_gj
+
+        scores = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+        dp = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+        for c in tl.static_range(NUM_D_BLOCKS):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            load_mask = in_sequence[:, None] & (d < D)[None, :]
+            q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+            k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+            v = tl.load(v_rows[:, None] + d[None, :] * stride_vd, mask=load_mask, other=0.0)
+            # Every token of the window has an output gradient, frames past T included.
+            do = tl.load(do_rows[:, None] + d[None, :] * stride_dod,
+                         mask=is_token[:, None] & (d < D)[None, :], other=0.0)
+            scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
+            dp = tl.dot(do, tl.trans(v), dp, input_precision=DOT_PRECISION)
+        p = _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale)
+        delta = tl.sum(p * dp, axis=1)
+        ds = p * (dp - delta[:, None])  # gradient of the logits; equals the bias gradient
+        if COMPUTE_DBIAS:
+            dbias_fold = tl.dot(ds, one_hot, dbias_fold, input_precision=FOLD_PRECISION)
+        p = p.to(q_ptr.dtype.element_ty)
+        ds = ds.to(q_ptr.dtype.element_ty)
+
+        for c in tl.static_range(NUM_D_BLOCKS):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            load_mask = in_sequence[:, None] & (d < D)[None, :]
+            q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+            k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+            do = tl.load(do_rows[:, None] + d[None, :] * stride_dod,
+                         mask=is_token[:, None] & (d < D)[None, :], other=0.0)
+            g_offsets = g_rows[:, None] + d[None, :] * stride_gd
+            dv = tl.dot(tl.trans(p), do, input_precision=DOT_PRECISION)
+            _add_rows(dv_ptr + g_offsets, dv, load_mask, accumulate)
+            dq = tl.dot(ds, k, input_precision=DOT_PRECISION) * scale
+            _add_rows(dq_ptr + g_offsets, dq, load_mask, accumulate)
+            dk = tl.dot(tl.trans(ds), q, input_precision=DOT_PRECISION) * scale
+            _add_rows(dk_ptr + g_offsets, dk, load_mask, accumulate)
+
+    if COMPUTE_DBIAS:
+        partial = tl.dot(tl.trans(one_hot), dbias_fold, input_precision=FOLD_PRECISION)
+        jr = tl.arange(0, BLOCK_J)
+        tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
+                 + jr[:, None] * BLOCK_J + jr[None, :], partial)
+
+
+# --------------------------------------------------------------------------- launch config
+
+
+@dataclass(frozen=True)
+class WindowLaunchConfig:
+    block_n: int  # tokens per window, padded to a power of two
+    block_j: int  # joints, padded (bias fold)
+    block_d: int  # head-dim chunk
+    num_d_blocks: int
+    dot_precision: str
+    fold_precision: str
+    num_warps: int
+    num_stages: int
+
+    def fwd_constexprs(self) -> dict[str, object]:
+        return {
+            "BLOCK_N": self.block_n,
+            "BLOCK_D": self.block_d,
+            "NUM_D_BLOCKS": self.num_d_blocks,
+            "DOT_PRECISION": self.dot_precision,
+        }
+
+    def bwd_constexprs(self, compute_dbias: bool) -> dict[str, object]:
+        return {
+            "BLOCK_N": self.block_n,
+            "BLOCK_J": self.block_j,
+            "BLOCK_D": self.block_d,
+            "NUM_D_BLOCKS": self.num_d_blocks,
+            "DOT_PRECISION": self.dot_precision,
+            "FOLD_PRECISION": self.fold_precision,
+            "COMPUTE_DBIAS": bool(compute_dbias),
+        }
+
+
+def _pow2_at_least_16(n: int) -> int:
+    # tl.dot needs every dimension >= 16 on GPU.
+    return max(16, triton.next_power_of_2(n))
+
+
+def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLaunchConfig:
+    """Pure function of the problem: the launcher and aot_specs() both use it,
+    so every config the launcher can pick is one the AOT check builds."""
+    block_n = _pow2_at_least_16(window * J)
+    if block_n > MAX_WINDOW_TOKENS:
+        raise ValueError(
+            f"{OP}: window*J = {window * J} tokens exceeds the {MAX_WINDOW_TOKENS}-token tile of the "
+            f"Triton kernel; use backend='eager'"
+        )
+    block_d = 16 if D <= 16 else 32
+    exact = dtype == torch.float32
+    return WindowLaunchConfig(
+        block_n=block_n,
+        block_j=_pow2_at_least_16(J),
+        block_d=block_d,
+        num_d_blocks=triton.cdiv(D, block_d),
+        dot_precision="ieee" if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
+        fold_precision="ieee" if exact else "tf32",
+        num_warps=8 if block_n >= 128 else 4,
+        num_stages=1,
+    )
+
+
+def triton_supports(window: int, J: int) -> bool:
+    """Whether one window fits the kernel's single tile."""
+    return _pow2_at_least_16(window * J) <= MAX_WINDOW_TOKENS
+
+
+def _anchors_per_program(num_anchors: int, batch_heads: int) -> int:
+    programs_per_head = max(1, triton.cdiv(TARGET_PROGRAMS_PER_PHASE, batch_heads))
+    return max(1, triton.cdiv(num_anchors, programs_per_head))
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _bias_fp32(bias: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """The kernel reads bias as fp32 (J*J*H elements: converting it is free and
+    keeps one kernel per q dtype); a shared (J, J) bias gets head stride 0."""
+    bias32 = bias.to(torch.float32)
+    if bias32.dim() == 2:
+        return bias32, (0, bias32.stride(0), bias32.stride(1))
+    return bias32, (bias32.stride(0), bias32.stride(1), bias32.stride(2))
+
+
+def _window_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int, scale: float
+) -> torch.Tensor:
+    B, H, T, J, D = q.shape
+    cfg = _launch_config(q.dtype, window, J, D)
+    bias32, bias_strides = _bias_fp32(bias)
+    # Channel-major storage (B, H, D, T, window, J) viewed as (B, H, T, window, J, D):
+    # the model's (N, C, T, window, V) view of it is free and stores are coalesced.
+    out = torch.empty((B, H, D, T, window, J), device=q.device, dtype=q.dtype).permute(0, 1, 3, 4, 5, 2)
+    grid = (T * B * H,)
+    _window_attention_fwd_kernel[grid](
+        q, k, v, bias32, out,
+        *q.stride(), *k.stride(), *v.stride(), *bias_strides, *out.stride(),
+        H, T, J, D, window, scale,
+        **cfg.fwd_constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out
+
+
+def _window_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    dout: torch.Tensor,
+    window: int,
+    scale: float,
+    compute_dbias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    B, H, T, J, D = q.shape
+    cfg = _launch_config(q.dtype, window, J, D)
+    bias32, bias_strides = _bias_fp32(bias)
+    # fp32 accumulators for dq, dk, dv in one buffer, channel-major like the
+    # model's activations; no zero fill (phase 0 stores every frame once).
+    grads = torch.empty((3, B, H, D, T, J), device=q.device, dtype=torch.float32).permute(0, 1, 2, 4, 5, 3)
+    dq32, dk32, dv32 = grads.unbind(0)
+    num_anchors = triton.cdiv(T, window)  # phase 0 has the most anchors
+    anchors_per_program = _anchors_per_program(num_anchors, B * H) if compute_dbias else 1
+    programs_per_head = triton.cdiv(num_anchors, anchors_per_program)
+    if compute_dbias:
+        partials = torch.empty(
+            (window, B, H, programs_per_head, cfg.block_j, cfg.block_j), device=q.device, dtype=torch.float32
+        )
+    else:
+        partials = torch.empty((window, 1), device=q.device, dtype=torch.float32)  # never written
+    grid = (programs_per_head * B * H,)
+    for phase in range(window):
+        _window_attention_bwd_kernel[grid](
+            q, k, v, bias32, dout, dq32, dk32, dv32, partials[phase],
+            *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq32.stride(),
+            H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, int(phase > 0),
+            **cfg.bwd_constexprs(compute_dbias), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+    if q.dtype == torch.float32:
+        dq, dk, dv = dq32, dk32, dv32
+    else:
+        dq, dk, dv = grads.to(q.dtype).unbind(0)
+    dbias = None
+    if compute_dbias:
+        per_head = partials[..., :J, :J].sum(dim=(0, 1, 3))  # (H, J, J)
+        dbias = (per_head if bias.dim() == 3 else per_head.sum(0)).to(bias.dtype)
+    return dq, dk, dv, dbias
 
 
 class WindowAttentionFunction(torch.autograd.Function):
-    # Placeholder until the Triton kernels land (being written this session).
+    """Triton forward and backward; saves only the inputs (P is recomputed)."""
+
     @staticmethod
     def forward(ctx, q, k, v, bias, window, scale):  # type: ignore[override]
-        raise NotImplementedError("window_attention: Triton backend not implemented yet")
+        ctx.save_for_backward(q, k, v, bias)
+        ctx.window, ctx.scale = window, scale
+        return _window_forward(q, k, v, bias, window, scale)
+
+    @staticmethod
+    def backward(ctx, dout):  # type: ignore[override]
+        q, k, v, bias = ctx.saved_tensors
+        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
+        dq, dk, dv, dbias = _window_backward(q, k, v, bias, dout, ctx.window, ctx.scale, need_bias)
+        return (dq if need_q else None, dk if need_k else None, dv if need_v else None, dbias, None, None)
+
+
+# --------------------------------------------------------------------------- AOT specs
+
+_AOT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_AOT_WINDOWS = (1, 3, 5)
+_AOT_JOINTS = (18, 20, 25)
+_AOT_HEAD_DIMS = (8, 16, 24, 32, 48, 64, 96)
+_TRITON_PTR = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+# Pointers not listed here carry the q/k/v dtype.
+_FP32_POINTERS = {"bias_ptr", "dq_ptr", "dk_ptr", "dv_ptr", "dbias_partial_ptr"}
+_FLOAT_SCALARS = {"scale"}
+
+
+def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
+    """Triton types of every non-constexpr argument, in the kernel's order."""
+    signature = {}
+    for param in fn.params:
+        if param.is_constexpr:
+            continue
+        name = param.name
+        if name.endswith("_ptr"):
+            signature[name] = "*fp32" if name in _FP32_POINTERS else _TRITON_PTR[dtype]
+        elif name in _FLOAT_SCALARS:
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    return signature
+
+
+def aot_specs() -> list[KernelSpec]:
+    """Every (kernel, dtype, config) the launcher can pick for windows {1,3,5},
+    J {18,20,25}, D {8..96}: the input of the ahead-of-time build check."""
+    specs: dict[tuple, KernelSpec] = {}
+    dtype_names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    for dtype in _AOT_DTYPES:
+        for window in _AOT_WINDOWS:
+            for J in _AOT_JOINTS:
+                for D in _AOT_HEAD_DIMS:
+                    cfg = _launch_config(dtype, window, J, D)
+                    variants = [("window_attention_fwd", _window_attention_fwd_kernel, cfg.fwd_constexprs())]
+                    for compute_dbias in (True, False):
+                        variants.append(
+                            ("window_attention_bwd", _window_attention_bwd_kernel, cfg.bwd_constexprs(compute_dbias))
+                        )
+                    for label, fn, constexprs in variants:
+                        key = (label, dtype, tuple(sorted(constexprs.items())), cfg.num_warps, cfg.num_stages)
+                        if key in specs:
+                            specs[key].meta["shapes"].append((window, J, D))
+                            continue
+                        knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
+                        specs[key] = KernelSpec(
+                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={cfg.num_warps}]",
+                            fn=fn,
+                            signature=_signature(fn, dtype),
+                            constexprs=dict(constexprs),
+                            num_warps=cfg.num_warps,
+                            num_stages=cfg.num_stages,
+                            meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)]},
+                        )
+    return list(specs.values())
+
+
+# --------------------------------------------------------------------------- public op
 
 
 def window_attention(
@@ -32,12 +463,24 @@ def window_attention(
 
     q, k, v: (B, H, T, J, D), any strides. bias: (J, J) or (H, J, J), added to
     every (frame, frame) block of the window's scores. Frames past T are zeros
-    that still take softmax mass. Returns (B, H, T, window, J, D) in q's dtype.
+    that still take softmax mass. Returns (B, H, T, window, J, D) in q's dtype
+    (the Triton path stores it channel-major: a permuted view of a
+    (B, H, D, T, window, J) buffer).
     """
     check_qkv(OP, q, k, v)
     check_bias(OP, bias, q)
     window = check_positive_int(OP, "window", window)
     scale = resolve_scale(OP, scale, q.shape[-1] ** -0.5)
-    if choose_backend(OP, backend, q) == "eager":
+    chosen = choose_backend(OP, backend, q)
+    J = q.shape[3]
+    if chosen == "triton" and not triton_supports(window, J):
+        if backend == "triton":
+            _launch_config(q.dtype, window, J, q.shape[-1])  # raises the explanatory ValueError
+        logger.warning(
+            "%s: window*J = %d tokens exceeds the Triton tile (%d); using the eager backend",
+            OP, window * J, MAX_WINDOW_TOKENS,
+        )
+        chosen = "eager"
+    if chosen == "eager":
         return window_attention_reference(q, k, v, bias, window, scale)
     return WindowAttentionFunction.apply(q, k, v, bias, window, scale)
