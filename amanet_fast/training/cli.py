@@ -1,0 +1,53 @@
+"""`python train.py ...`: parse, resolve the config, run; user errors become one
+clear message and a non-zero exit code instead of a traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import config as C
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import MissingDataError
+
+EXIT_USER_ERROR = 2
+EXIT_TRAINING_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = C.build_arg_parser()
+    args = parser.parse_args(argv)
+    full_argv = ["train.py", *argv]
+    try:
+        if args.eval_only:
+            if not args.checkpoint:
+                parser.error("--eval-only needs --checkpoint PATH")
+            # The model is defined by the checkpoint's own config; the command line may override run-time keys.
+            saved = load_checkpoint(args.checkpoint, map_location="cpu")["config"]
+            cfg = C.resolve_config(args, base=saved)
+            from .loop import evaluate_checkpoint
+
+            evaluate_checkpoint(cfg, Path(args.checkpoint), full_argv)
+            return 0
+        if args.checkpoint:
+            parser.error("--checkpoint is only used with --eval-only (training resumes from WORK_DIR/latest.pt)")
+        cfg = C.resolve_config(args)
+        from .loop import train
+
+        train(cfg, full_argv, resume=not args.no_resume)
+        return 0
+    except (MissingDataError, CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("train.py: interrupted; the last finished epoch is in WORK_DIR/latest.pt and resumes on the next run",
+              file=sys.stderr)
+        return 130
+    except Exception as err:
+        from .loop import NonFiniteLossError
+
+        if isinstance(err, NonFiniteLossError):
+            print(f"train.py: error: {err}", file=sys.stderr)
+            return EXIT_TRAINING_FAILED
+        raise
