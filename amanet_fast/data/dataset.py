@@ -1,0 +1,160 @@
+"""`SkeletonDataset`: prepared skeleton arrays, memory-mapped, as torch samples.
+
+Reads what `amanet_fast.data.prepare` wrote (SPEC §5 prepared format plus
+manifest.json). The array stays on disk (`mmap=True`): each item copies one
+sample out, so datasets far larger than RAM work and DataLoader workers share
+the page cache. Per item: clip length -> random shift -> random move (joint
+coordinates), then the requested stream (bone, fused) via `amanet_fast.streams`.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..streams import STREAMS, to_stream
+from . import augment
+from .io import MANIFEST_NAME, data_file, label_file, read_manifest
+
+__all__ = ["SkeletonDataset", "prepare_command"]
+
+log = logging.getLogger("amanet_fast.data.dataset")
+
+_RAW_HINTS = {
+    "kinetics": "--raw /path/to/kinetics-skeleton",
+    "ntu60": "--raw /path/to/nturgb+d_skeletons",
+    "ntu120": "--raw /path/to/nturgb+d_skeletons",
+    "ucla": "--raw /path/to/NW-UCLA",
+    "pyskl": "--raw /path/to/annotations.pkl",
+    "synthetic": "",
+}
+
+
+def _guess_kind(data_dir: Path) -> tuple[str, str | None]:
+    name = str(data_dir).lower()
+    if "ntu120" in name or "ntu_120" in name:
+        return "ntu120", "xset" if "xset" in name else "xsub"
+    if "ntu" in name:
+        return "ntu60", "xview" if "xview" in name else "xsub"
+    for kind in ("kinetics", "ucla", "pyskl"):
+        if kind in name:
+            return kind, None
+    if "synth" in name or "demo" in name:
+        return "synthetic", None
+    return "KIND", None
+
+
+def prepare_command(kind: str, data_dir: str | Path, split: str | None = None) -> str:
+    """The command that creates `data_dir` for a dataset kind (KIND = placeholder)."""
+    parts = ["python -m amanet_fast.data.prepare", kind]
+    if split:
+        parts.append(f"--split {split}")
+    raw = _RAW_HINTS.get(kind, "--raw /path/to/raw")
+    if raw:
+        parts.append(raw)
+    parts.append(f"--out {data_dir}")
+    return " ".join(parts)
+
+
+class SkeletonDataset(torch.utils.data.Dataset):
+    """One split of a prepared dataset; items are `(x (C, T, V, M) float32, label, index)`."""
+
+    def __init__(self, data_dir: str | Path, split: str = "train", stream: str = "joint",
+                 clip_len: int | None = None, random_choose: bool = False, random_shift: bool = False,
+                 random_move: bool = False, mmap: bool = True, *, layout: str | None = None,
+                 num_classes: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+        if clip_len is not None and (not isinstance(clip_len, int) or clip_len < 1):
+            raise ValueError(f"clip_len must be a positive int or None, got {clip_len!r}")
+        if random_choose and clip_len is None:
+            raise ValueError("random_choose picks a window of clip_len frames: set clip_len")
+        self.split, self.stream, self.clip_len = split, stream, clip_len
+        self.random_choose, self.random_shift, self.random_move = random_choose, random_shift, random_move
+        self.mmap = mmap
+        self.manifest = self._manifest(layout, num_classes)
+        counts = self.manifest.get("counts", {})
+        if split not in counts:
+            raise ValueError(f"split {split!r} not in {self.data_dir} (has {sorted(counts)})")
+        self.layout: str = self.manifest["layout"]
+        self.num_classes: int = int(self.manifest["num_classes"])
+        self.num_channels: int = int(self.manifest["num_channels"])
+        with open(self.data_dir / label_file(split), "rb") as f:
+            names, labels = pickle.load(f)
+        self.sample_names: list[str] = list(names)
+        self.labels: list[int] = [int(l) for l in labels]
+        self._data: np.ndarray | None = None
+        data = self.data
+        if len(data) != len(self.labels) or len(self.sample_names) != len(self.labels):
+            raise ValueError(f"{self.data_dir}: {len(data)} samples but {len(self.labels)} labels "
+                             f"and {len(self.sample_names)} names in split {split!r}")
+        if data.ndim != 5 or data.shape[1] != self.num_channels:
+            raise ValueError(f"{self.data_dir / data_file(split)}: shape {data.shape}, expected "
+                             f"(N, {self.num_channels}, T, V, M)")
+        bad = [l for l in self.labels if not 0 <= l < self.num_classes]
+        if bad:
+            raise ValueError(f"{self.data_dir / label_file(split)}: label {bad[0]} outside 0..{self.num_classes - 1}")
+
+    def _manifest(self, layout: str | None, num_classes: int | None) -> dict:
+        manifest = read_manifest(self.data_dir)
+        if manifest is not None:
+            return manifest
+        has_files = (self.data_dir / data_file(self.split)).is_file() and (self.data_dir / label_file(self.split)).is_file()
+        kind, bench = _guess_kind(self.data_dir)
+        cmd = prepare_command(kind, self.data_dir, bench)
+        if has_files and layout and num_classes:
+            # Arrays prepared elsewhere (e.g. MS-G3D's own scripts): usable when the caller says what they are.
+            log.warning("%s has no %s; using it as layout=%s, num_classes=%d as given", self.data_dir,
+                        MANIFEST_NAME, layout, num_classes)
+            shape = np.load(self.data_dir / data_file(self.split), mmap_mode="r").shape
+            with open(self.data_dir / label_file(self.split), "rb") as f:
+                count = len(pickle.load(f)[1])
+            return {"kind": "external", "layout": layout, "num_classes": int(num_classes),
+                    "num_channels": int(shape[1]), "counts": {self.split: count}}
+        if has_files:
+            raise FileNotFoundError(
+                f"{self.data_dir} has {data_file(self.split)} but no {MANIFEST_NAME}: the preparation did not "
+                f"finish (re-run: {cmd}), or the arrays come from another tool (pass layout= and num_classes=)")
+        raise FileNotFoundError(f"prepared dataset not found in {self.data_dir} (no {MANIFEST_NAME}); "
+                                f"create it with: {cmd}")
+
+    @property
+    def data(self) -> np.ndarray:
+        """Opened on first use, so pickling the dataset to a spawned worker does not copy the array."""
+        if self._data is None:
+            path = self.data_dir / data_file(self.split)
+            self._data = np.load(path, mmap_mode="r" if self.mmap else None)
+        return self._data
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_data"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        x = np.array(self.data[index], dtype=np.float32)  # copy out of the memory map
+        needs_rng = self.random_choose or self.random_shift or self.random_move
+        rng = self._rng() if needs_rng else None
+        if self.clip_len is not None:
+            x = augment.fit_length(x, self.clip_len, rng if self.random_choose else None)
+        if self.random_shift:
+            x = augment.random_shift(x, rng)
+        if self.random_move:
+            x = augment.random_move(x, rng)
+        x = to_stream(x, self.stream, self.layout)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[index], index
+
+    def __repr__(self) -> str:
+        return (f"SkeletonDataset({str(self.data_dir)!r}, split={self.split!r}, stream={self.stream!r}, "
+                f"n={len(self)}, layout={self.layout!r}, classes={self.num_classes})")

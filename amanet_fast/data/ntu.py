@@ -1,0 +1,316 @@
+"""NTU RGB+D 60/120 `.skeleton` files -> MS-G3D's prepared arrays.
+
+Reading follows MS-G3D's data_gen/ntu_gendata.py facts: at most 4 bodies per
+frame are read (by their position in the frame), the 2 most active ones are
+kept (activity = sum of the per-axis std over that body's non-zero frames,
+ranked like `argsort()[::-1]`), only x, y, z are used. Then pre-normalization
+as MS-G3D's data_gen/preprocess.py (see `pre_normalize`). Sample names are
+the file names and labels the 0-based action numbers, as MS-G3D writes them.
+"""
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFormatError
+from .io import NUM_FRAMES, NUM_PERSONS
+from .plan import DatasetPlan, LoadResult, Problems, Sample
+
+__all__ = ["read_skeleton_file", "select_bodies", "pre_normalize", "load_ntu_sample", "plan_ntu",
+           "NTU60_XSUB_TRAIN_SUBJECTS", "NTU120_XSUB_TRAIN_SUBJECTS", "NTU_XVIEW_TRAIN_CAMERAS"]
+
+NUM_JOINTS = 25
+MAX_BODIES_READ = 4  # MS-G3D's max_body_kinect
+
+NTU60_XSUB_TRAIN_SUBJECTS = frozenset(
+    [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38])
+NTU120_XSUB_TRAIN_SUBJECTS = NTU60_XSUB_TRAIN_SUBJECTS | frozenset(
+    [45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
+     89, 91, 92, 93, 94, 95, 97, 98, 100, 103])
+NTU_XVIEW_TRAIN_CAMERAS = frozenset([2, 3])
+BENCHMARKS = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xset")}
+NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
+
+_NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+def _parse_int(line: str, path: Path, lineno: int, what: str) -> int:
+    try:
+        return int(line.strip())
+    except ValueError:
+        raise DataFormatError(f"expected {what} (an integer), got {line.strip()[:40]!r}", path, lineno) from None
+
+
+def read_skeleton_file(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Parse one `.skeleton` file into `(bodies<=4, frames, 25, 3)` float64 x, y, z.
+
+    Body slot m of a frame is the m-th body listed in that frame (MS-G3D's
+    convention). With `max_frames`, later frames are parsed for validity but
+    not stored; the count of frames dropped is returned beside the array.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataFormatError("not a text .skeleton file (undecodable bytes)", path) from None
+    lines = text.splitlines()  # CRLF and LF alike
+    n_lines = len(lines)
+    if n_lines == 0 or not lines[0].strip():
+        raise DataFormatError("empty file", path, 1)
+    num_frames = _parse_int(lines[0], path, 1, "frame count")
+    if num_frames < 0:
+        raise DataFormatError(f"negative frame count {num_frames}", path, 1)
+    kept = num_frames if max_frames is None else min(num_frames, max_frames)
+    out = np.zeros((MAX_BODIES_READ, kept, NUM_JOINTS, 3), dtype=np.float64)
+    i = 1  # 0-based index of the next line
+
+    def need(count: int, what: str) -> None:
+        if i + count > n_lines:
+            raise DataFormatError(
+                f"truncated: expected {what} at line {n_lines + 1} but the file ends after {n_lines} lines "
+                f"(header promised {num_frames} frames)", path, n_lines + 1)
+
+    for t in range(num_frames):
+        need(1, f"body count of frame {t + 1}")
+        num_bodies = _parse_int(lines[i], path, i + 1, f"body count of frame {t + 1}")
+        if num_bodies < 0:
+            raise DataFormatError(f"negative body count {num_bodies}", path, i + 1)
+        i += 1
+        for m in range(num_bodies):
+            need(2, f"body info of frame {t + 1}")
+            if len(lines[i].split()) != 10:
+                raise DataFormatError(
+                    f"inconsistent: body info line of frame {t + 1} should have 10 values, "
+                    f"has {len(lines[i].split())}", path, i + 1)
+            num_joints = _parse_int(lines[i + 1], path, i + 2, "joint count")
+            if num_joints != NUM_JOINTS:
+                raise DataFormatError(f"wrong joint count {num_joints}, expected {NUM_JOINTS}", path, i + 2)
+            i += 2
+            need(NUM_JOINTS, f"{NUM_JOINTS} joint lines of frame {t + 1}")
+            block = lines[i:i + NUM_JOINTS]
+            joints = _parse_joint_block(block, path, i + 1)
+            if m < MAX_BODIES_READ and t < kept:
+                out[m, t] = joints
+            i += NUM_JOINTS
+    trailing = [k for k in range(i, n_lines) if lines[k].strip()]
+    if trailing:
+        raise DataFormatError(
+            f"inconsistent: data after the {num_frames} frames the header announced", path, trailing[0] + 1)
+    return out, num_frames - kept
+
+
+def _parse_joint_block(block: list[str], path: Path, first_lineno: int) -> np.ndarray:
+    """Fast path: one numpy parse of 25 lines; on any problem, find the exact bad line."""
+    try:
+        values = np.array(" ".join(block).split(), dtype=np.float64)
+        if values.size == NUM_JOINTS * 12:
+            values = values.reshape(NUM_JOINTS, 12)[:, :3]
+            if np.isfinite(values).all():
+                return values
+    except ValueError:
+        pass
+    for k, line in enumerate(block):
+        fields = line.split()
+        if len(fields) != 12:
+            raise DataFormatError(f"joint line should have 12 values, has {len(fields)}", path, first_lineno + k)
+        try:
+            xyz = [float(v) for v in fields[:3]]
+            [float(v) for v in fields[3:]]
+        except ValueError:
+            raise DataFormatError(f"non-numeric value in joint line: {line.strip()[:60]!r}", path,
+                                  first_lineno + k) from None
+        if not np.isfinite(xyz).all():
+            raise DataFormatError(f"non-finite coordinate (NaN/inf) in joint line: {line.strip()[:60]!r}",
+                                  path, first_lineno + k)
+    raise AssertionError("joint block failed the fast parse but no bad line was found")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------
+# body selection and pre-normalization
+
+
+def _activity(body: np.ndarray) -> float:
+    """MS-G3D's get_nonzero_std: per-axis std over the body's non-zero frames, summed."""
+    frames = body[body.sum(axis=(-1, -2)) != 0]
+    if len(frames) == 0:
+        return 0.0
+    return float(frames[..., 0].std() + frames[..., 1].std() + frames[..., 2].std())
+
+
+def select_bodies(bodies: np.ndarray, keep: int = NUM_PERSONS) -> np.ndarray:
+    """The `keep` most active bodies, most active first (ties: later slot first, as argsort()[::-1])."""
+    energy = np.array([_activity(b) for b in bodies])
+    order = np.argsort(energy, kind="stable")[::-1][:keep]
+    out = bodies[order]
+    if len(out) < keep:
+        out = np.concatenate([out, np.zeros((keep - len(out), *bodies.shape[1:]), bodies.dtype)])
+    return out
+
+
+def _rotation_onto(v: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotation about v x target by the angle between them (identity for degenerate input).
+
+    Same degenerate-case thresholds as MS-G3D's rotation.py (|axis|_1 or angle < 1e-6,
+    or either vector ~0), written here as Rodrigues' formula.
+    """
+    axis = np.cross(v, target)
+    if np.abs(v).sum() < 1e-6 or np.abs(target).sum() < 1e-6:
+        return np.eye(3)
+    cos = np.clip(np.dot(v / np.linalg.norm(v), target / np.linalg.norm(target)), -1.0, 1.0)
+    theta = np.arccos(cos)
+    if np.abs(axis).sum() < 1e-6 or abs(theta) < 1e-6:
+        return np.eye(3)
+    k = axis / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * (kx @ kx)
+
+
+def pre_normalize(s: np.ndarray, zaxis: tuple[int, int] = (0, 1), xaxis: tuple[int, int] = (4, 8),
+                  center_joint: int = 1) -> np.ndarray:
+    """MS-G3D/2s-AGCN pre-normalization of one sample, `(M, T, V, 3)` float64, in place.
+
+    1. Null frames: a body starting with empty frames is moved to the front;
+       the empty tail after its last frame is filled by replaying the body.
+    2. Subtract the first body's center joint (spine mid), frame by frame,
+       from the non-zero joints of every body.
+    3. Rotate so the first body's bone `zaxis` = (from, to) joints at frame 0
+       (spine base -> spine mid) lies on +z, then `xaxis` (left shoulder ->
+       right shoulder, i.e. MS-G3D's `x[8] - x[4]`) on +x.
+    """
+    M, T = s.shape[:2]
+    if s.sum() == 0:
+        return s
+    for p in range(M):
+        person = s[p]
+        if person.sum() == 0:
+            continue
+        if person[0].sum() == 0:
+            valid = person.sum(axis=(-1, -2)) != 0
+            moved = person[valid].copy()
+            person[:] = 0
+            person[:len(moved)] = moved
+        frame_sums = person.sum(axis=(-1, -2))
+        for f in range(T):
+            if frame_sums[f] == 0 and person[f:].sum() == 0:
+                reps = int(np.ceil((T - f) / f))
+                person[f:] = np.concatenate([person[:f]] * reps, axis=0)[:T - f]
+                break
+    center = s[0][:, center_joint:center_joint + 1, :].copy()
+    for p in range(M):
+        if s[p].sum() == 0:
+            continue
+        mask = (s[p].sum(-1) != 0)[..., None]
+        s[p] = (s[p] - center) * mask
+    for a, b, target in ((zaxis[0], zaxis[1], np.array([0.0, 0.0, 1.0])),
+                         (xaxis[0], xaxis[1], np.array([1.0, 0.0, 0.0]))):
+        rot = _rotation_onto(s[0, 0, b] - s[0, 0, a], target)
+        for p in range(M):
+            if s[p].sum() == 0:
+                continue
+            nonzero = s[p].sum(axis=(-1, -2)) != 0
+            s[p, nonzero] = s[p, nonzero] @ rot.T
+    return s
+
+
+def load_ntu_sample(path: Path, num_frames: int = NUM_FRAMES) -> LoadResult:
+    """One `.skeleton` file -> `(3, 300, 25, 2)` float32, prepared exactly as MS-G3D."""
+    bodies, dropped = read_skeleton_file(path, max_frames=num_frames)
+    chosen = select_bodies(bodies)
+    s = np.zeros((NUM_PERSONS, num_frames, NUM_JOINTS, 3), dtype=np.float64)
+    s[:, :chosen.shape[1]] = chosen
+    # MS-G3D stores the raw read as float32 before normalizing; do the same for bit-level parity.
+    s = s.astype(np.float32).astype(np.float64)
+    pre_normalize(s)
+    return LoadResult(np.ascontiguousarray(s.transpose(3, 1, 2, 0), dtype=np.float32), dropped)
+
+
+# ---------------------------------------------------------------------------
+# plan
+
+
+def parse_ntu_name(name: str) -> dict[str, int] | None:
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    setup, camera, subject, rep, action = map(int, m.groups())
+    return {"setup": setup, "camera": camera, "subject": subject, "replication": rep, "action": action}
+
+
+def is_training(info: dict[str, int], kind: str, benchmark: str) -> bool:
+    if benchmark == "xsub":
+        subjects = NTU60_XSUB_TRAIN_SUBJECTS if kind == "ntu60" else NTU120_XSUB_TRAIN_SUBJECTS
+        return info["subject"] in subjects
+    if benchmark == "xview":
+        return info["camera"] in NTU_XVIEW_TRAIN_CAMERAS
+    if benchmark == "xset":
+        return info["setup"] % 2 == 0
+    raise ValueError(f"unknown NTU benchmark {benchmark!r}")
+
+
+def _read_ignore_list(path: Path) -> set[str]:
+    if not path.is_file():
+        raise DataFormatError("ignore list not found", path)
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            names.add(line[:-len(".skeleton")] if line.endswith(".skeleton") else line)
+    return names
+
+
+def _class_names(raw: Path, kind: str, num_classes: int) -> list[str | None] | None:
+    path = raw / f"label_map_{kind}.txt"
+    if not path.is_file():
+        return None
+    names = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    if len(names) != num_classes:
+        raise DataFormatError(f"expected {num_classes} class names, found {len(names)}", path)
+    return names
+
+
+def plan_ntu(raw: str | Path, kind: str, benchmark: str, problems: Problems,
+             ignore_list: str | Path | None = None) -> DatasetPlan:
+    raw = Path(raw)
+    if kind not in BENCHMARKS:
+        raise ValueError(f"kind must be one of {sorted(BENCHMARKS)}, got {kind!r}")
+    if benchmark not in BENCHMARKS[kind]:
+        raise DataFormatError(f"--split for {kind} must be one of {BENCHMARKS[kind]}, got {benchmark!r}")
+    if not raw.is_dir():
+        raise DataFormatError("raw NTU directory not found (expected the folder of .skeleton files)", raw)
+    files = sorted(p for p in raw.iterdir() if p.suffix == ".skeleton")
+    if not files:
+        raise DataFormatError("no .skeleton files in this directory", raw)
+    ignored = _read_ignore_list(Path(ignore_list)) if ignore_list else set()
+    num_classes = NUM_CLASSES[kind]
+    splits: dict[str, list[Sample]] = {"train": [], "val": []}
+    for path in files:
+        info = parse_ntu_name(path.stem)
+        split_guess = None
+        try:
+            if info is None:
+                raise DataFormatError("file name is not an NTU sample name (SsssCcccPpppRrrrAaaa.skeleton)", path)
+            split_guess = "train" if is_training(info, kind, benchmark) else "val"
+            if path.stem in ignored:
+                problems.skip(path, "listed in the missing-skeleton ignore list", split_guess)
+                continue
+            if not 1 <= info["action"] <= num_classes:
+                raise DataFormatError(f"action A{info['action']:03d} out of range for {kind} "
+                                      f"(1..{num_classes}); use ntu120 for A061-A120", path)
+        except DataFormatError as err:
+            problems.report(err, split_guess)
+            continue
+        splits[split_guess].append(Sample(path.name, info["action"] - 1, path))
+    return DatasetPlan(
+        kind=kind, benchmark=benchmark, layout="ntu25", channels=("x", "y", "z"), num_classes=num_classes,
+        classes=_class_names(raw, kind, num_classes), splits={k: v for k, v in splits.items() if v},
+        load=partial(load_ntu_sample), options={"ignore_list": str(ignore_list) if ignore_list else None},
+        notes=["MS-G3D pre-normalization: replay-padded null frames, spine-mid centered, "
+               "spine base->spine mid on +z, right->left shoulder on +x"],
+    )

@@ -1,0 +1,243 @@
+"""`python -m amanet_fast.data.prepare KIND --raw PATH --out DIR`: raw skeletons -> prepared arrays.
+
+The driver here is format-agnostic: a reader module builds a `DatasetPlan`,
+`run_plan` streams it into memory-mapped `.npy` files (optionally with worker
+processes), and `io.PreparedWriter` moves everything into place atomically,
+manifest last. User-data problems raise `DataFormatError`; the CLI prints them
+as one `error: ...` line and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import multiprocessing
+import shlex
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataFormatError
+from .io import FORMAT_VERSION, NUM_FRAMES, NUM_PERSONS, PreparedWriter, data_file, label_file
+from .plan import DatasetPlan, LoadResult, Problems, Sample
+
+__all__ = ["KINDS", "run_plan", "prepare", "main", "build_parser"]
+
+log = logging.getLogger("amanet_fast.data.prepare")
+
+KINDS = ("kinetics", "ntu60", "ntu120", "ucla", "pyskl", "synthetic")
+_PROGRESS_MIN_SAMPLES = 200
+
+
+def _load_guarded(load, sample: Sample) -> tuple[str, LoadResult | DataFormatError]:
+    """Runs in workers: bad data comes back as a value so the parent decides (raise or skip)."""
+    try:
+        return "ok", load(sample.source)
+    except DataFormatError as err:
+        return "bad", err
+
+
+def _results(plan: DatasetPlan, samples: list[Sample], workers: int) -> Iterator[tuple[str, object]]:
+    if workers <= 1 or len(samples) < 2 * workers:
+        for s in samples:
+            yield _load_guarded(plan.load, s)
+        return
+    # spawn: never fork a parent that may hold torch / thread state (ensure_synthetic from train.py).
+    ctx = multiprocessing.get_context("spawn")
+    from functools import partial
+    with ctx.Pool(workers) as pool:
+        chunk = max(1, min(64, len(samples) // (workers * 8)))
+        yield from pool.imap(partial(_load_guarded, plan.load), samples, chunksize=chunk)
+
+
+def _check_sample(arr: np.ndarray, shape: tuple[int, ...], sample: Sample) -> None:
+    if arr.shape != shape:
+        raise DataFormatError(f"prepared sample has shape {arr.shape}, expected {shape}", sample.source)
+    if not np.isfinite(arr).all():
+        raise DataFormatError("non-finite (NaN/inf) coordinates", sample.source)
+
+
+def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_bad: bool = False,
+             command: str | None = None, progress: bool | None = None, extra: dict | None = None) -> Path:
+    """Stream every split of `plan` into `out_dir` (atomic; returns `out_dir`)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    if not plan.splits:
+        raise DataFormatError("no samples found for any split (train/val)", out_dir)
+    V = _num_joints(plan.layout)
+    C = len(plan.channels)
+    shape = (C, NUM_FRAMES, V, NUM_PERSONS)
+    problems = Problems(skip_bad)
+    splits_info: dict[str, dict] = {}
+    with PreparedWriter(out_dir) as writer:
+        for split, samples in plan.splits.items():
+            arr = writer.open_data(split, (len(samples), *shape))
+            names: list[str] = []
+            labels: list[int] = []
+            dropped = 0
+            with_dropped = 0
+            show = progress if progress is not None else len(samples) >= _PROGRESS_MIN_SAMPLES
+            bar = tqdm(total=len(samples), desc=f"{plan.kind} {split}", unit="clip", disable=not show,
+                       file=sys.stderr)
+            for sample, (status, result) in zip(samples, _results(plan, samples, workers)):
+                bar.update(1)
+                if status == "ok":
+                    try:
+                        _check_sample(result.data, shape, sample)
+                    except DataFormatError as err:
+                        status, result = "bad", err
+                if status == "bad":
+                    problems.report(result, split)
+                    continue
+                arr[len(names)] = result.data
+                names.append(sample.name)
+                labels.append(sample.label)
+                dropped += result.dropped_frames
+                with_dropped += result.dropped_frames > 0
+            bar.close()
+            if not names:
+                raise DataFormatError(f"every sample of split {split!r} was bad; nothing to write", out_dir)
+            arr.flush()
+            arr = writer.shrink_data(split, arr, len(names))
+            del arr
+            writer.write_labels(split, names, labels)
+            splits_info[split] = {
+                "count": len(names), "data": data_file(split), "label": label_file(split),
+                "dropped_frames": int(dropped), "samples_with_dropped_frames": int(with_dropped),
+            }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": plan.kind,
+            "split": plan.benchmark,
+            "layout": plan.layout,
+            "num_channels": C,
+            "channels": list(plan.channels),
+            "num_frames": NUM_FRAMES,
+            "num_joints": V,
+            "num_persons": NUM_PERSONS,
+            "num_classes": plan.num_classes,
+            "classes": plan.classes if plan.classes is not None else [None] * plan.num_classes,
+            "counts": {k: v["count"] for k, v in splits_info.items()},
+            "splits": splits_info,
+            "dropped_frames": {k: v["dropped_frames"] for k, v in splits_info.items()},
+            "skipped": plan.skipped + problems.skipped,
+            "notes": plan.notes,
+            "options": plan.options,
+            "prepare_command": command,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if extra:
+            manifest.update(extra)
+        writer.commit(manifest)
+    for rec in problems.skipped:
+        log.warning("skipped %s", rec["reason"])
+    log.info("prepared %s -> %s: %s", plan.kind, out_dir,
+             ", ".join(f"{k} {v['count']}" for k, v in splits_info.items()))
+    return out_dir
+
+
+def _num_joints(layout: str) -> int:
+    return {"ntu25": 25, "openpose18": 18, "ucla20": 20, "coco17": 17}[layout]
+
+
+# ---------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m amanet_fast.data.prepare",
+        description="Convert raw skeleton data into the memory-mapped prepared format "
+                    "({train,val}_data_joint.npy, {train,val}_label.pkl, manifest.json).")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--raw", type=Path, help="raw data location (see per-kind notes); "
+                   "for synthetic: where the generated Kinetics-style JSON goes (default OUT/raw)")
+    p.add_argument("--out", type=Path, required=True, help="output directory of the prepared dataset")
+    p.add_argument("--split", help="NTU benchmark: xsub|xview (ntu60), xsub|xset (ntu120)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for reading raw files")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable samples (listed in manifest.json) instead of stopping")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("NTU")
+    g.add_argument("--ignore-list", type=Path, help="official list of samples with missing skeletons")
+    g = p.add_argument_group("Kinetics-style JSON (kinetics, synthetic)")
+    g.add_argument("--train-dir", type=Path, help="folder of train JSON clips (default RAW/kinetics_train)")
+    g.add_argument("--val-dir", type=Path, help="folder of val JSON clips (default RAW/kinetics_val)")
+    g.add_argument("--train-label-file", type=Path, help="default RAW/kinetics_train_label.json")
+    g.add_argument("--val-label-file", type=Path, help="default RAW/kinetics_val_label.json "
+                   "(a flat RAW with a single *val_label.json / *train_label.json is detected)")
+    g.add_argument("--num-classes", type=int, help="kinetics: default 400; pyskl: default max label + 1")
+    g = p.add_argument_group("pyskl")
+    g.add_argument("--train-split", default="train", help="name of the train split in the pickle")
+    g.add_argument("--val-split", default="val", help="name of the val split in the pickle")
+    g.add_argument("--unsplit-to", choices=("train", "val"), default="train",
+                   help="split receiving all annotations of a pickle without a 'split' key")
+    g.add_argument("--layout", choices=("ntu25", "openpose18", "ucla20", "coco17"),
+                   help="skeleton layout (default: from the joint count)")
+    g = p.add_argument_group("synthetic")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num-train", type=int, default=None)
+    g.add_argument("--num-val", type=int, default=None)
+    return p
+
+
+def prepare(args: argparse.Namespace, command: str | None = None) -> Path:
+    """Dispatch one parsed command line to its reader and run it."""
+    problems = Problems(args.skip_bad)
+    kind = args.kind
+    if kind == "synthetic":
+        from .synthetic import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, prepare_synthetic
+        return prepare_synthetic(
+            args.out, seed=args.seed,
+            num_train=args.num_train if args.num_train is not None else DEFAULT_NUM_TRAIN,
+            num_val=args.num_val if args.num_val is not None else DEFAULT_NUM_VAL,
+            raw_dir=args.raw, workers=args.workers, command=command)
+    if args.raw is None:
+        raise DataFormatError(f"--raw is required for {kind}")
+    if kind in ("ntu60", "ntu120"):
+        from .ntu import plan_ntu
+        if not args.split:
+            raise DataFormatError(f"--split is required for {kind} (xsub|{'xview' if kind == 'ntu60' else 'xset'})")
+        plan = plan_ntu(args.raw, kind, args.split, problems, ignore_list=args.ignore_list)
+    elif kind == "kinetics":
+        from .kinetics import plan_kinetics
+        plan = plan_kinetics(args.raw, problems, train_dir=args.train_dir, val_dir=args.val_dir,
+                             train_label_file=args.train_label_file, val_label_file=args.val_label_file,
+                             num_classes=args.num_classes if args.num_classes is not None else 400)
+    elif kind == "ucla":
+        from .ucla import plan_ucla
+        plan = plan_ucla(args.raw, problems)
+    elif kind == "pyskl":
+        from .pyskl import plan_pyskl
+        plan = plan_pyskl(args.raw, problems, train_split=args.train_split, val_split=args.val_split,
+                          unsplit_to=args.unsplit_to, layout=args.layout, num_classes=args.num_classes)
+    else:  # pragma: no cover - argparse restricts choices
+        raise ValueError(kind)
+    plan.skipped = problems.skipped + plan.skipped
+    problems.skipped = []
+    return run_plan(plan, args.out, workers=args.workers, skip_bad=args.skip_bad, command=command,
+                    progress=False if args.no_progress else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    command = "python -m amanet_fast.data.prepare " + shlex.join(argv)
+    try:
+        out = prepare(args, command=command)
+    except (DataFormatError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written to the output directory", file=sys.stderr)
+        return 130
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

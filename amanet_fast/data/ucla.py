@@ -1,0 +1,142 @@
+"""NW-UCLA (`all_sqe/<name>.json` + `val_label.pkl`) -> prepared arrays.
+
+Standard split: view 3 is val. `val_label.pkl` (the list of val samples the
+community loaders use) decides membership when present and must agree with
+the view in the file name; without it, the view decides. Labels 1..10 in the
+files become 0..9. One person per clip (slot 2 stays zero). Coordinates are
+Kinect v1 metres, translated so the frame-0 spine joint sits at the origin
+(the raw camera offset carries no action information); no rotation or scaling.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFormatError
+from .io import NUM_FRAMES, NUM_PERSONS
+from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
+
+__all__ = ["NUM_JOINTS", "NUM_CLASSES", "CLASS_NAMES", "load_ucla_clip", "plan_ucla"]
+
+NUM_JOINTS = 20
+NUM_CLASSES = 10
+VAL_VIEW = 3
+CENTER_JOINT = 1
+# Action ids a01..a12 of the release (a07 and a10 do not exist) in label order 1..10.
+CLASS_NAMES = ["pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
+               "stand up", "donning", "doffing", "throw", "carry"]
+_ACTION_IDS = [1, 2, 3, 4, 5, 6, 8, 9, 11, 12]
+_NAME_RE = re.compile(r"^a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)$")
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
+    except UnicodeDecodeError:
+        raise DataFormatError("malformed JSON: not UTF-8 text", path) from None
+
+
+def load_ucla_clip(path: Path, expected_label: int | None = None, num_frames: int = NUM_FRAMES) -> LoadResult:
+    """One sequence -> `(3, 300, 20, 2)`; its own `label` (1..10) must equal expected_label + 1."""
+    doc = _read_json(path)
+    if expected_label is not None:
+        raw_label = doc.get("label") if isinstance(doc, dict) else None
+        if raw_label is None:
+            raise DataFormatError("missing 'label'", path)
+        if check_label(raw_label - 1 if isinstance(raw_label, int) else raw_label, NUM_CLASSES, path) \
+                != expected_label:
+            raise DataFormatError(f"label {raw_label} disagrees with the action id in the file name "
+                                  f"(expected {expected_label + 1})", path)
+    skel = doc.get("skeletons") if isinstance(doc, dict) else None
+    if not isinstance(skel, list) or not skel:
+        raise DataFormatError("missing or empty 'skeletons' (T x 20 x 3)", path)
+    try:
+        arr = np.array(skel, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataFormatError("'skeletons' is not a rectangular T x 20 x 3 array of numbers", path) from None
+    if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 3):
+        raise DataFormatError(f"'skeletons' has shape {arr.shape}, expected (T, {NUM_JOINTS}, 3) "
+                              f"(wrong joint count?)", path)
+    if not np.isfinite(arr).all():
+        t = int(np.argwhere(~np.isfinite(arr))[0, 0])
+        raise DataFormatError(f"non-finite (NaN/inf) coordinate in frame {t}", path)
+    dropped = max(0, len(arr) - num_frames)
+    arr = arr[:num_frames] - arr[0, CENTER_JOINT]
+    out = np.zeros((3, num_frames, NUM_JOINTS, NUM_PERSONS), dtype=np.float32)
+    out[:, :len(arr), :, 0] = arr.transpose(2, 0, 1)
+    return LoadResult(out, dropped)
+
+
+def _load_source(source: tuple[Path, int]) -> LoadResult:
+    return load_ucla_clip(*source)
+
+
+def _val_names(path: Path) -> dict[str, int] | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            entries = pickle.load(f)
+        return {e["file_name"]: int(e["label"]) for e in entries}
+    except Exception as err:  # any unpickling / structure problem is a data problem
+        raise DataFormatError(f"cannot read the val sample list ({type(err).__name__}: {err}); "
+                              f"expected a pickled list of {{file_name, label}}", path) from None
+
+
+def plan_ucla(raw: str | Path, problems: Problems) -> DatasetPlan:
+    raw = Path(raw)
+    seq_dir = raw / "all_sqe"
+    if not seq_dir.is_dir():
+        raise DataFormatError("NW-UCLA folder must contain all_sqe/ (and val_label.pkl)", raw)
+    files = sorted(seq_dir.glob("*.json"))
+    if not files:
+        raise DataFormatError("no .json sequences in all_sqe/", seq_dir)
+    val_names = _val_names(raw / "val_label.pkl")
+    splits: dict[str, list[Sample]] = {"train": [], "val": []}
+    seen_val = set()
+    for path in files:
+        split = None
+        try:
+            m = _NAME_RE.match(path.stem)
+            if not m:
+                raise DataFormatError("file name is not an NW-UCLA sample name (aAA_sSS_eEE_vVV.json)", path)
+            view = int(m.group(4))
+            split = "val" if view == VAL_VIEW else "train"
+            if val_names is not None and (path.stem in val_names) != (split == "val"):
+                raise DataFormatError(f"view {view} disagrees with val_label.pkl membership", path)
+            label = _label_from_name(path, int(m.group(1)), val_names)
+        except DataFormatError as err:
+            problems.report(err, split)
+            continue
+        if split == "val":
+            seen_val.add(path.stem)
+        splits[split].append(Sample(path.stem, label, (path, label)))
+    if val_names is not None:
+        missing = sorted(set(val_names) - seen_val - {Path(r["file"] or "").stem for r in problems.skipped})
+        if missing:
+            problems.report(DataFormatError(f"{len(missing)} val samples listed in val_label.pkl have no "
+                                            f"all_sqe/ file, e.g. {missing[0]}", raw / "val_label.pkl"))
+    return DatasetPlan(
+        kind="ucla", layout="ucla20", channels=("x", "y", "z"), num_classes=NUM_CLASSES, classes=CLASS_NAMES,
+        splits={k: v for k, v in splits.items() if v}, load=partial(_load_source),
+        notes=["view 3 = val; coordinates translated so the frame-0 spine joint is the origin"],
+    )
+
+
+def _label_from_name(path: Path, action: int, val_names: dict[str, int] | None) -> int:
+    """0-based label from the action id in the name, checked against val_label.pkl when it lists the sample."""
+    if action not in _ACTION_IDS:
+        raise DataFormatError(f"unknown action a{action:02d} (NW-UCLA has {sorted(_ACTION_IDS)})", path)
+    label = _ACTION_IDS.index(action)
+    if val_names is not None and path.stem in val_names and val_names[path.stem] - 1 != label:
+        raise DataFormatError(f"label {label + 1} of a{action:02d} disagrees with val_label.pkl "
+                              f"({val_names[path.stem]})", path)
+    return label
