@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -223,6 +223,37 @@ def pointer_alignment_attrs(signature: dict[str, str], spec: KernelSpec) -> dict
     return attrs
 
 
+def specialize_like_jit(spec: KernelSpec, int_values: dict[str, int]) -> KernelSpec:
+    """The spec the JIT would actually build when the launcher passes these integers.
+
+    At launch, Triton turns every integer argument equal to 1 into a constexpr and marks
+    every integer divisible by 16 with tt.divisibility=16. Both change code generation
+    (a unit stride makes loads vectorizable), hence registers and spills, so an AOT
+    build is only faithful when it sees the same specialization. Op modules call this
+    from aot_specs() with the strides/sizes of the layout the model really passes.
+    """
+    signature = dict(spec.signature)
+    constexprs = dict(spec.constexprs)
+    divisible = list(spec.meta.get("divisible_by_16", ()))
+    for name, value in int_values.items():
+        if name not in signature:
+            raise ValueError(f"{spec.name}: {name!r} is not a runtime argument of the spec "
+                             f"(known: {sorted(signature)})")
+        if not signature[name].startswith(("i", "u")) or isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{spec.name}: {name!r} must be an integer argument with an int value, "
+                            f"got type {signature[name]!r} and value {value!r}")
+        if value == 1:
+            del signature[name]
+            constexprs[name] = 1
+            continue
+        if not -2**31 <= value < 2**31:
+            signature[name] = "i64"
+        if value % 16 == 0 and name not in divisible:
+            divisible.append(name)
+    meta = {**spec.meta, "divisible_by_16": tuple(divisible)}
+    return replace(spec, signature=signature, constexprs=constexprs, meta=meta)
+
+
 # --------------------------------------------------------------------------- worker side
 _WORKER_SPECS: dict[str, KernelSpec] = {}
 
@@ -261,7 +292,11 @@ def compile_one(spec_name: str, arch: int) -> dict[str, Any]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    spec = _WORKER_SPECS[spec_name]
+    spec = _WORKER_SPECS.get(spec_name)
+    if spec is None:
+        return {"name": spec_name, "arch": arch, "ok": False, "compile_s": 0.0,
+                "error": f"the worker's aot_specs() did not produce {spec_name!r}: the spec list must be "
+                         f"deterministic (or a kernel source file changed during the run)"}
     row: dict[str, Any] = {"name": spec.name, "arch": arch, "kernel": None,
                            "num_warps": spec.num_warps, "num_stages": spec.num_stages,
                            "meta": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
@@ -344,9 +379,16 @@ def _compile_environment(cache_dir: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+class SpecCollectionError(RuntimeError):
+    """A spec source could not be imported or broke the KernelSpec contract."""
+
+
 def _list_spec_names(spec_sources: Sequence[str]) -> list[str]:
     with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_spec_names_in_fresh_process, list(spec_sources)).result()
+        try:
+            return pool.submit(_spec_names_in_fresh_process, list(spec_sources)).result()
+        except Exception as exc:
+            raise SpecCollectionError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _spec_names_in_fresh_process(spec_sources: list[str]) -> list[str]:
@@ -421,7 +463,7 @@ def format_table(report: dict[str, Any], markdown: bool = False) -> str:
     lines = []
     for name in names:
         first = by_key[(name, targets[0])]
-        lines.append([name, str(first.get("num_warps", "?")), str(first.get("num_stages", "?"))]
+        lines.append([name, str(first.get("num_warps", "-")), str(first.get("num_stages", "-"))]
                      + [_cell(by_key.get((name, t))) for t in targets])
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -512,8 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         report = run_check(sources, args.targets, args.filter, args.jobs, progress=not args.quiet)
-    except (ImportError, LookupError, TypeError, ValueError) as exc:  # the spec sources broke the contract
-        print(f"aot_check: cannot collect kernel specs: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except SpecCollectionError as exc:
+        print(f"aot_check: cannot collect kernel specs: {exc}", file=sys.stderr)
         return 2
     if report["num_builds"] == 0:
         print(f"no kernel spec matches --filter {args.filter!r}", file=sys.stderr)

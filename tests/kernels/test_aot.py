@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ from kernels.aot_check import (
     occupancy,
     parse_cuobjdump_resources,
     parse_ptxas_log,
+    pointer_alignment_attrs,
+    specialize_like_jit,
 )
 from kernels.aot_spec import KernelSpec
 
@@ -83,6 +86,8 @@ def toy_specs() -> list[KernelSpec]:
             name=f"good_dot[{dtype}]", fn=toy_dot_kernel,
             signature={"a_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "c_ptr": f"*{dtype}", "stride_row": "i32"},
             constexprs={"BLOCK": 32}, num_warps=4, meta={"dtype": dtype}))
+    # What the JIT builds when the launcher passes a row stride of 32 (divisible by 16).
+    specs.append(replace(specialize_like_jit(specs[1], {"stride_row": 32}), name="good_dot[fp16,stride=32]"))
     specs += [
         KernelSpec(name="broken_dot8[fp16]", fn=toy_dot_kernel,
                    signature={"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16", "stride_row": "i32"},
@@ -158,6 +163,28 @@ ptxas info    : Used 128 registers, used 1 barriers, 2072 bytes cumulative stack
     assert parse_ptxas_log("ptxas-blackwell info    : Used 63 registers, used 1 barriers") == {"registers": 63}
 
 
+def test_specialize_like_jit_agrees_with_the_jit_itself() -> None:
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    base = toy_specs()[1]  # good_dot[fp16]: stride_row is its only integer argument
+    for value in (1, 7, 16, 48, 7500, 2**33):
+        kind, attr = native_specialize_impl(BaseBackend, value, False, True, True)
+        spec = specialize_like_jit(base, {"stride_row": value})
+        if kind == "constexpr":
+            assert spec.constexprs["stride_row"] == 1 and "stride_row" not in spec.signature
+        else:
+            assert spec.signature["stride_row"] == kind
+            assert ("stride_row" in spec.meta["divisible_by_16"]) == (attr == "D")
+            signature = {**spec.signature, "BLOCK": "constexpr"}
+            attrs = pointer_alignment_attrs(signature, spec)
+            assert ((3,) in attrs) == (attr == "D") and (0,) in attrs
+    with pytest.raises(ValueError, match="not a runtime argument"):
+        specialize_like_jit(base, {"BLOCK": 1})
+    with pytest.raises(TypeError, match="integer argument"):
+        specialize_like_jit(base, {"a_ptr": 1})
+
+
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
     for args, needle in ((["--targets", "75"], "--targets"), (["--specs", "no_colon"], "MODULE:FUNCTION"),
                          (["--jobs", "0"], "--jobs")):
@@ -183,6 +210,8 @@ def test_toy_kernels_build_and_failures_are_caught(tmp_path: Path) -> None:
             assert row["spill_stores"] == 0 and row["ptxas_log_found"]
             assert row["shared_dynamic"] > 0  # dot operands are staged in shared memory
             assert 0 < row["occupancy"] <= 1
+    for arch in (80, 86, 90):
+        assert rows[("good_dot[fp16,stride=32]", arch)]["problems"] == []
 
     for arch in (80, 86, 90):
         assert not rows[("broken_dot8[fp16]", arch)]["ok"]
