@@ -9,11 +9,13 @@ as one `error: ...` line and exits 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import logging
 import multiprocessing
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -39,17 +41,24 @@ def _load_guarded(load, sample: Sample) -> tuple[str, LoadResult | DataFormatErr
         return "bad", err
 
 
-def _results(plan: DatasetPlan, samples: list[Sample], workers: int) -> Iterator[tuple[str, object]]:
-    if workers <= 1 or len(samples) < 2 * workers:
+def _results(plan: DatasetPlan, samples: list[Sample], pool, workers: int) -> Iterator[tuple[str, object]]:
+    if pool is None:
         for s in samples:
             yield _load_guarded(plan.load, s)
         return
+    chunk = max(1, min(64, len(samples) // (workers * 8)))
+    yield from pool.imap(partial(_load_guarded, plan.load), samples, chunksize=chunk)
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, total: int):
+    """One pool for all splits; None (in-process) when it would not pay for its start-up."""
+    if workers <= 1 or total < 2 * workers:
+        yield None
+        return
     # spawn: never fork a parent that may hold torch / thread state (ensure_synthetic from train.py).
-    ctx = multiprocessing.get_context("spawn")
-    from functools import partial
-    with ctx.Pool(workers) as pool:
-        chunk = max(1, min(64, len(samples) // (workers * 8)))
-        yield from pool.imap(partial(_load_guarded, plan.load), samples, chunksize=chunk)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool
 
 
 def _check_sample(arr: np.ndarray, shape: tuple[int, ...], sample: Sample) -> None:
@@ -72,7 +81,8 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
     shape = (C, NUM_FRAMES, V, NUM_PERSONS)
     problems = Problems(skip_bad)
     splits_info: dict[str, dict] = {}
-    with PreparedWriter(out_dir) as writer:
+    total = sum(len(v) for v in plan.splits.values())
+    with PreparedWriter(out_dir) as writer, _worker_pool(workers, total) as pool:
         for split, samples in plan.splits.items():
             arr = writer.open_data(split, (len(samples), *shape))
             names: list[str] = []
@@ -82,7 +92,7 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
             show = progress if progress is not None else len(samples) >= _PROGRESS_MIN_SAMPLES
             bar = tqdm(total=len(samples), desc=f"{plan.kind} {split}", unit="clip", disable=not show,
                        file=sys.stderr)
-            for sample, (status, result) in zip(samples, _results(plan, samples, workers)):
+            for sample, (status, result) in zip(samples, _results(plan, samples, pool, workers)):
                 bar.update(1)
                 if status == "ok":
                     try:
