@@ -222,6 +222,9 @@ def pre_normalize(s: np.ndarray, zaxis: tuple[int, int] = (0, 1), xaxis: tuple[i
 def load_ntu_sample(path: Path, num_frames: int = NUM_FRAMES) -> LoadResult:
     """One `.skeleton` file -> `(3, 300, 25, 2)` float32, prepared exactly as MS-G3D."""
     bodies, dropped = read_skeleton_file(path, max_frames=num_frames)
+    if not bodies.any():
+        raise DataFormatError("no skeleton in any frame (one of the official missing-skeleton samples? "
+                              "pass --ignore-list or --skip-bad)", path)
     chosen = select_bodies(bodies)
     s = np.zeros((NUM_PERSONS, num_frames, NUM_JOINTS, 3), dtype=np.float64)
     s[:, :chosen.shape[1]] = chosen

@@ -157,14 +157,29 @@ def _num_joints(layout: str) -> int:
 # CLI
 
 
+_EPILOG = """\
+--raw per kind:
+  kinetics   ST-GCN release dir: kinetics_{train,val}/ + kinetics_{train,val}_label.json
+             (or a flat dir of clips with one *val_label.json / *train_label.json)
+  ntu60/120  the folder of .skeleton files; --split xsub|xview (60), xsub|xset (120)
+  ucla       NW-UCLA dir holding all_sqe/ and val_label.pkl (view 3 = val)
+  pyskl      the annotation .pkl (--train-split/--val-split name its splits)
+  synthetic  where the generated JSON goes (default OUT/raw); --seed/--num-train/--num-val
+examples:
+  python -m amanet_fast.data.prepare ntu60 --split xsub --raw nturgb+d_skeletons --out data/ntu60/xsub \\
+      --ignore-list NTU_RGBD_samples_with_missing_skeletons.txt --workers 8
+  python -m amanet_fast.data.prepare kinetics --raw kinetics-skeleton --out data/kinetics --workers 8
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m amanet_fast.data.prepare",
         description="Convert raw skeleton data into the memory-mapped prepared format "
-                    "({train,val}_data_joint.npy, {train,val}_label.pkl, manifest.json).")
+                    "({train,val}_data_joint.npy, {train,val}_label.pkl, manifest.json).",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("--raw", type=Path, help="raw data location (see per-kind notes); "
-                   "for synthetic: where the generated Kinetics-style JSON goes (default OUT/raw)")
+    p.add_argument("--raw", type=Path, help="raw data location (per kind: see below)")
     p.add_argument("--out", type=Path, required=True, help="output directory of the prepared dataset")
     p.add_argument("--split", help="NTU benchmark: xsub|xview (ntu60), xsub|xset (ntu120)")
     p.add_argument("--workers", type=int, default=1, help="worker processes for reading raw files")

@@ -77,6 +77,13 @@ def test_bad_coordinate(ntu_copy: Path, tmp_path: Path, capsys, bad: str) -> Non
     assert ("non-finite" in msg) if bad != "abc" else ("non-numeric" in msg)
 
 
+def test_sample_without_any_skeleton(ntu_copy: Path, tmp_path: Path, capsys) -> None:
+    f = ntu_copy / NAME
+    _write(f, ["3", "0", "0", "0"])
+    msg = _fail_ntu(ntu_copy, tmp_path / "out", capsys)
+    assert str(f) in msg and "no skeleton in any frame" in msg and "--ignore-list" in msg
+
+
 def test_out_of_range_label(ntu_copy: Path, tmp_path: Path, capsys) -> None:
     (ntu_copy / NAME).rename(ntu_copy / "S001C001P001R001A061.skeleton")
     msg = _fail_ntu(ntu_copy, tmp_path / "out", capsys)
