@@ -29,6 +29,7 @@ Design (SPEC §2.1, §2.3):
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -56,26 +57,43 @@ TARGET_PROGRAMS_PER_PHASE = 1024
 
 
 @triton.jit
-def _window_tokens(t, T, J, window, BLOCK_N: tl.constexpr):
-    """Token i of the window anchored at t is joint i % J of frame t + i // J."""
+def _window_tokens(J, window, BLOCK_N: tl.constexpr):
+    """Token i of a window is joint i % J of the window's (i // J)-th frame;
+    tokens from window*J on are padding up to the power-of-two tile."""
     token = tl.arange(0, BLOCK_N)
     step = token // J
     joint = token - step * J
-    is_token = token < window * J
-    in_sequence = is_token & (t + step < T)
-    return step, joint, is_token, in_sequence
+    return step, joint, token < window * J
 
 
 @triton.jit
-def _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale):
-    """Softmax over keys of scores*scale + tile(bias); padding keys get no mass."""
-    bias = tl.load(
-        bias_rows[:, None] + joint[None, :] * stride_bias_c,
-        mask=is_token[:, None] & is_token[None, :],
-        other=0.0,
-    )
-    logits = scores * (scale * LOG2E) + bias * LOG2E  # base-2 logits: exp2 is the fast path
-    logits = tl.where(is_token[None, :], logits, float("-inf"))
+def _add_bias_scores(acc, bias_ptr, stride_bias_r, stride_bias_c, joint, J, inv_scale,
+                     BLOCK_J: tl.constexpr, DOT_PRECISION: tl.constexpr, DTYPE: tl.constexpr):
+    """acc += tile(bias) / scale, computed as a matmul: the bias row of each query
+    token's joint (BLOCK_N x BLOCK_J, a small gather) times the one-hot of each key
+    token's joint. Gathering the (BLOCK_N x BLOCK_N) tile directly costs a register
+    per score for its address and spills. fp16/bf16 split the fp32 bias into
+    hi + lo halves of the input dtype (tensor cores; ~fp32 exact)."""
+    jj = tl.arange(0, BLOCK_J)
+    rows = tl.load(bias_ptr + joint[:, None] * stride_bias_r + jj[None, :] * stride_bias_c,
+                   mask=(jj < J)[None, :], other=0.0) * inv_scale
+    key_one_hot = jj[:, None] == joint[None, :]
+    if DTYPE == tl.float32:
+        acc = tl.dot(rows, key_one_hot.to(tl.float32), acc, input_precision=DOT_PRECISION)
+    else:
+        hi = rows.to(DTYPE)
+        lo = (rows - hi.to(tl.float32)).to(DTYPE)
+        key_one_hot = key_one_hot.to(DTYPE)
+        acc = tl.dot(hi, key_one_hot, acc)
+        acc = tl.dot(lo, key_one_hot, acc)
+    return acc
+
+
+@triton.jit
+def _softmax_rows(acc, is_token, scale):
+    """Softmax over keys of acc*scale (acc = QK^T + bias/scale); padding keys get
+    no mass, zero-filled frames past T keep theirs."""
+    logits = tl.where(is_token[None, :], acc * (scale * LOG2E), float("-inf"))  # base 2: exp2 is native
     row_max = tl.max(logits, axis=1)
     p = tl.exp2(logits - row_max[:, None])
     return p * (1.0 / tl.sum(p, axis=1))[:, None]
@@ -90,39 +108,46 @@ def _window_attention_fwd_kernel(
     stride_bias_h, stride_bias_r, stride_bias_c,
     stride_ob, stride_oh, stride_ot, stride_os, stride_oj, stride_od,
     H, T, J, D, window, scale,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     # Anchor t varies fastest so neighbouring programs share frames in L2.
     pid = tl.program_id(0)
     t = pid % T
     bh = pid // T
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    step, joint, is_token, in_sequence = _window_tokens(t, T, J, window, BLOCK_N)
+    step, joint, is_token = _window_tokens(J, window, BLOCK_N)
     frame = t + step
-    q_rows = q_ptr + b * stride_qb + h * stride_qh + frame * stride_qt + joint * stride_qj
-    k_rows = k_ptr + b * stride_kb + h * stride_kh + frame * stride_kt + joint * stride_kj
-    v_rows = v_ptr + b * stride_vb + h * stride_vh + frame * stride_vt + joint * stride_vj
-    o_rows = out_ptr + b * stride_ob + h * stride_oh + t * stride_ot + step * stride_os + joint * stride_oj
-    bias_rows = bias_ptr + h * stride_bias_h + joint * stride_bias_r
+    in_sequence = is_token & (frame < T)
+    # int64 scalar bases, int32 offsets inside one (b, h) slab.
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+    o_base = out_ptr + b * stride_ob + h * stride_oh + t.to(tl.int64) * stride_ot
+    q_rows = frame * stride_qt + joint * stride_qj
+    k_rows = frame * stride_kt + joint * stride_kj
+    v_rows = frame * stride_vt + joint * stride_vj
+    o_rows = step * stride_os + joint * stride_oj
 
-    scores = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+    acc = _add_bias_scores(acc, bias_ptr + h * stride_bias_h, stride_bias_r, stride_bias_c, joint, J,
+                           1.0 / scale, BLOCK_J, DOT_PRECISION, DTYPE)
     for c in tl.static_range(NUM_D_BLOCKS):
         d = c * BLOCK_D + tl.arange(0, BLOCK_D)
         load_mask = in_sequence[:, None] & (d < D)[None, :]
-        q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-        k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
-        scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-    p = _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale)
-    p = p.to(v_ptr.dtype.element_ty)
+        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+        acc = tl.dot(q, tl.trans(k), acc, input_precision=DOT_PRECISION)
+    p = _softmax_rows(acc, is_token, scale).to(DTYPE)
 
     for c in tl.static_range(NUM_D_BLOCKS):
         d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-        v = tl.load(v_rows[:, None] + d[None, :] * stride_vd,
+        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd,
                     mask=in_sequence[:, None] & (d < D)[None, :], other=0.0)
         out = tl.dot(p, v, input_precision=DOT_PRECISION)
-        tl.store(o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
+        tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
                  mask=is_token[:, None] & (d < D)[None, :])
 
 
@@ -148,6 +173,7 @@ def _window_attention_bwd_kernel(
     BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
     DOT_PRECISION: tl.constexpr, FOLD_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
 ):
+    DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     pid = tl.program_id(0)
     chunk = pid % programs_per_head
     bh = pid // programs_per_head
@@ -158,66 +184,84 @@ def _window_attention_bwd_kernel(
     first = chunk * anchors_per_program
     last = tl.minimum(first + anchors_per_program, num_anchors)
 
-    token = tl.arange(0, BLOCK_N)
-    step = token // J
-    joint = token - step * J
-    is_token = token < window * J
-    bias_rows = bias_ptr + h * stride_bias_h + joint * stride_bias_r
-    one_hot = ((joint[:, None] == tl.arange(0, BLOCK_J)[None, :]) & is_token[:, None]).to(tl.float32)
+    step, joint, is_token = _window_tokens(J, window, BLOCK_N)
+    bias_base = bias_ptr + h * stride_bias_h
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+    do_base = dout_ptr + b * stride_dob + h * stride_doh
+    g_base = b * stride_gb + h * stride_gh
+    do_steps = step * stride_dos + joint * stride_doj
+    query_one_hot = (joint[:, None] == tl.arange(0, BLOCK_J)[None, :]).to(tl.float32)
     dbias_fold = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
 
     for anchor in range(first, last):
         t = phase + anchor * window
         frame = t + step
         in_sequence = is_token & (frame < T)
-        q_rows = q_ptr + b * stride_qb + h * stride_qh + frame * stride_qt + joint * stride_qj
-        k_rows = k_ptr + b * stride_kb + h * stride_kh + frame * stride_kt + joint * stride_kj
-        v_rows = v_ptr + b * stride_vb + h * stride_vh + frame * stride_vt + joint * stride_vj
-        do_rows = (dout_ptr + b * stride_dob + h * stride_doh + t * stride_dot
-                   + step * stride_dos + joint * stride_doj)
-        g_rows = b * stride_gb + h * stride_gh + frame * stride_gt + joint * stride_gj
+        q_rows = frame * stride_qt + joint * stride_qj
+        k_rows = frame * stride_kt + joint * stride_kj
+        v_rows = frame * stride_vt + joint * stride_vj
+        do_rows = t * stride_dot + do_steps
+        g_rows = frame * stride_gt + joint * stride_gj
 
-        scores = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+        # Keys are rows here (S^T, P^T, dP^T, dS^T), so dV = P^T dO and dK = dS^T Q
+        # need no transpose; only dQ = (dS^T)^T K does (one register transpose).
+        # Bias in this orientation: the column of bias for each key token's joint.
+        acc = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
+        acc = _add_bias_scores(acc, bias_base, stride_bias_c, stride_bias_r, joint, J,
+                               1.0 / scale, BLOCK_J, DOT_PRECISION, DTYPE)
         dp = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
         for c in tl.static_range(NUM_D_BLOCKS):
             d = c * BLOCK_D + tl.arange(0, BLOCK_D)
             load_mask = in_sequence[:, None] & (d < D)[None, :]
-            q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-            k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
-            v = tl.load(v_rows[:, None] + d[None, :] * stride_vd, mask=load_mask, other=0.0)
+            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+            k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+            v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=load_mask, other=0.0)
             # Every token of the window has an output gradient, frames past T included.
-            do = tl.load(do_rows[:, None] + d[None, :] * stride_dod,
+            do = tl.load(do_base + do_rows[:, None] + d[None, :] * stride_dod,
                          mask=is_token[:, None] & (d < D)[None, :], other=0.0)
-            scores = tl.dot(q, tl.trans(k), scores, input_precision=DOT_PRECISION)
-            dp = tl.dot(do, tl.trans(v), dp, input_precision=DOT_PRECISION)
-        p = _window_probabilities(scores, bias_rows, joint, is_token, stride_bias_c, scale)
-        delta = tl.sum(p * dp, axis=1)
-        ds = p * (dp - delta[:, None])  # gradient of the logits; equals the bias gradient
+            acc = tl.dot(k, tl.trans(q), acc, input_precision=DOT_PRECISION)
+            dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
+        # Softmax over keys = over rows; padding keys (rows) get no mass.
+        logits = tl.where(is_token[:, None], acc * (scale * LOG2E), float("-inf"))
+        p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
+        p = p * (1.0 / tl.sum(p, axis=0))[None, :]
+        delta = tl.sum(p * dp, axis=0)  # one value per query
+        ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
         if COMPUTE_DBIAS:
-            dbias_fold = tl.dot(ds, one_hot, dbias_fold, input_precision=FOLD_PRECISION)
-        p = p.to(q_ptr.dtype.element_ty)
-        ds = ds.to(q_ptr.dtype.element_ty)
+            # Sum over queries by query joint; padding rows/columns of dS are exactly 0.
+            dbias_fold = tl.dot(ds, query_one_hot, dbias_fold, input_precision=FOLD_PRECISION)
+        p = p.to(DTYPE)
+        ds = ds.to(DTYPE)
 
         for c in tl.static_range(NUM_D_BLOCKS):
             d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-            load_mask = in_sequence[:, None] & (d < D)[None, :]
-            q = tl.load(q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-            k = tl.load(k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
-            do = tl.load(do_rows[:, None] + d[None, :] * stride_dod,
+            do = tl.load(do_base + do_rows[:, None] + d[None, :] * stride_dod,
                          mask=is_token[:, None] & (d < D)[None, :], other=0.0)
-            g_offsets = g_rows[:, None] + d[None, :] * stride_gd
-            dv = tl.dot(tl.trans(p), do, input_precision=DOT_PRECISION)
-            _add_rows(dv_ptr + g_offsets, dv, load_mask, accumulate)
+            dv = tl.dot(p, do, input_precision=DOT_PRECISION)
+            _add_rows(dv_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dv,
+                      in_sequence[:, None] & (d < D)[None, :], accumulate)
+        for c in tl.static_range(NUM_D_BLOCKS):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            load_mask = in_sequence[:, None] & (d < D)[None, :]
+            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
+            dk = tl.dot(ds, q, input_precision=DOT_PRECISION) * scale
+            _add_rows(dk_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dk, load_mask, accumulate)
+        ds = tl.trans(ds)
+        for c in tl.static_range(NUM_D_BLOCKS):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            load_mask = in_sequence[:, None] & (d < D)[None, :]
+            k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
             dq = tl.dot(ds, k, input_precision=DOT_PRECISION) * scale
-            _add_rows(dq_ptr + g_offsets, dq, load_mask, accumulate)
-            dk = tl.dot(tl.trans(ds), q, input_precision=DOT_PRECISION) * scale
-            _add_rows(dk_ptr + g_offsets, dk, load_mask, accumulate)
+            _add_rows(dq_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dq, load_mask, accumulate)
 
     if COMPUTE_DBIAS:
-        partial = tl.dot(tl.trans(one_hot), dbias_fold, input_precision=FOLD_PRECISION)
+        # Fold the key axis too: one_hot^T @ fold is dbias^T (key joint x query joint).
+        partial_t = tl.dot(tl.trans(query_one_hot), dbias_fold, input_precision=FOLD_PRECISION)
         jr = tl.arange(0, BLOCK_J)
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
-                 + jr[:, None] * BLOCK_J + jr[None, :], partial)
+                 + jr[None, :] * BLOCK_J + jr[:, None], partial_t)
 
 
 # --------------------------------------------------------------------------- launch config
@@ -237,6 +281,7 @@ class WindowLaunchConfig:
     def fwd_constexprs(self) -> dict[str, object]:
         return {
             "BLOCK_N": self.block_n,
+            "BLOCK_J": self.block_j,
             "BLOCK_D": self.block_d,
             "NUM_D_BLOCKS": self.num_d_blocks,
             "DOT_PRECISION": self.dot_precision,
@@ -397,13 +442,19 @@ _FP32_POINTERS = {"bias_ptr", "dq_ptr", "dk_ptr", "dv_ptr", "dbias_partial_ptr"}
 _FLOAT_SCALARS = {"scale"}
 
 
+def _kernel_params(kernel) -> list[tuple[str, bool]]:
+    """(name, is_constexpr) of a kernel's parameters, read from the Python function
+    so it works for a JITFunction and for the interpreter's InterpretedFunction."""
+    params = inspect.signature(kernel.fn).parameters.values()
+    return [(p.name, p.annotation is tl.constexpr or "constexpr" in str(p.annotation)) for p in params]
+
+
 def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
     """Triton types of every non-constexpr argument, in the kernel's order."""
     signature = {}
-    for param in fn.params:
-        if param.is_constexpr:
+    for name, is_constexpr in _kernel_params(fn):
+        if is_constexpr:
             continue
-        name = param.name
         if name.endswith("_ptr"):
             signature[name] = "*fp32" if name in _FP32_POINTERS else _TRITON_PTR[dtype]
         elif name in _FLOAT_SCALARS:

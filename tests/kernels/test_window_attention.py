@@ -1,0 +1,308 @@
+"""window_attention: the eager reference against a literal float64 loop over the
+spec, then the Triton kernels (interpreter on CPU, compiled on CUDA) against the
+eager reference, forward and every gradient (q, k, v, bias).
+
+Interpreter runs cost ~0.5 s per forward+backward, so shapes are tiny and the
+cases are a hand-picked covering set rather than a full cross product.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from kernels import window_attention
+from kernels.reference import window_attention_reference
+
+wa_module = importlib.import_module("kernels.window_attention")  # the package re-exports the function under the same name
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def naive_window_attention(q, k, v, bias, window, scale):
+    """SPEC §2.1 written out literally: one window at a time, frames past T as
+    explicit zero rows, bias looked up per (query joint, key joint)."""
+    B, H, T, J, D = q.shape
+    joint_of_token = torch.arange(window * J) % J
+    zeros = q.new_zeros(J, D)
+    outs = []
+    for b in range(B):
+        for h in range(H):
+            bias_h = bias if bias.dim() == 2 else bias[h]
+            bias_tile = bias_h[joint_of_token[:, None], joint_of_token[None, :]]
+            for t in range(T):
+                def window_tokens(x):
+                    return torch.cat([x[b, h, f] if f < T else zeros for f in range(t, t + window)])
+
+                qw, kw, vw = window_tokens(q), window_tokens(k), window_tokens(v)
+                scores = qw @ kw.T * scale + bias_tile
+                outs.append(torch.softmax(scores, dim=-1) @ vw)
+    return torch.stack(outs).view(B, H, T, window, J, D)
+
+
+def max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest absolute error relative to the largest magnitude of the expected tensor."""
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+def model_layout(x: torch.Tensor, H: int) -> torch.Tensor:
+    """(N, H*D, T, V) activations -> the (B, H, T, J, D) view the model passes: no copy."""
+    N, C, T, V = x.shape
+    return x.view(N, H, C // H, T, V).permute(0, 1, 3, 4, 2)
+
+
+@dataclass(frozen=True)
+class Case:
+    window: int
+    T: int
+    J: int
+    D: int
+    H: int = 2
+    B: int = 1
+    per_head_bias: bool = True
+    layout: str = "model"  # "model" (permuted view), "contiguous", "strided" (non-dense slice)
+    dtype: torch.dtype = torch.float32
+    bias_dtype: torch.dtype = torch.float32
+
+    def __str__(self) -> str:
+        bias = "headbias" if self.per_head_bias else "sharedbias"
+        dtype = str(self.dtype).removeprefix("torch.")
+        return f"w{self.window}-T{self.T}-J{self.J}-D{self.D}-H{self.H}-{bias}-{self.layout}-{dtype}"
+
+
+def make_inputs(case: Case, seed: int = 0, device: str = DEVICE):
+    gen = torch.Generator().manual_seed(seed)
+    B, H, T, J, D = case.B, case.H, case.T, case.J, case.D
+
+    def one() -> torch.Tensor:
+        if case.layout == "model":
+            x = model_layout(torch.randn(B, H * D, T, J, generator=gen), H)
+        elif case.layout == "strided":
+            x = torch.randn(B, H, T, J, 2 * D, generator=gen)[..., ::2]  # D stride 2: not dense
+        else:
+            x = torch.randn(B, H, T, J, D, generator=gen)
+        return x.to(device=device, dtype=case.dtype)
+
+    q, k, v = one(), one(), one()
+    bias_shape = (H, J, J) if case.per_head_bias else (J, J)
+    bias = torch.randn(bias_shape, generator=gen).to(device=device, dtype=case.bias_dtype)
+    return q, k, v, bias
+
+
+def forward_and_grads(fn, q, k, v, bias, dout, need=(True, True, True, True)):
+    leaves = [t.detach().requires_grad_(flag) for t, flag in zip((q, k, v, bias), need)]
+    out = fn(*leaves)
+    out.backward(dout)
+    return out.detach(), [leaf.grad for leaf in leaves]
+
+
+# --------------------------------------------------------------------------- reference vs naive loop
+
+
+@pytest.mark.parametrize(
+    "window,T,per_head_bias",
+    [(1, 3, True), (3, 2, False), (3, 4, True), (5, 2, True)],
+    ids=["w1", "w3-T<w-shared", "w3-perhead", "w5-T<w"],
+)
+def test_reference_matches_naive_loop_float64(window, T, per_head_bias):
+    case = Case(window=window, T=T, J=4, D=3, H=2, B=2, per_head_bias=per_head_bias, layout="contiguous",
+                dtype=torch.float64, bias_dtype=torch.float64)
+    q, k, v, bias = make_inputs(case, seed=window * 10 + T, device="cpu")
+    dout = torch.randn(case.B, case.H, T, window, case.J, case.D, dtype=torch.float64)
+    scale = 0.7
+    out_naive, grads_naive = forward_and_grads(
+        lambda *a: naive_window_attention(*a, window, scale), q, k, v, bias, dout)
+    out_ref, grads_ref = forward_and_grads(
+        lambda *a: window_attention_reference(*a, window, scale), q, k, v, bias, dout)
+    assert out_ref.dtype == torch.float64 and out_ref.shape == (case.B, case.H, T, window, case.J, case.D)
+    torch.testing.assert_close(out_ref, out_naive, rtol=1e-12, atol=1e-12)
+    for name, g_ref, g_naive in zip("q k v bias".split(), grads_ref, grads_naive):
+        torch.testing.assert_close(g_ref, g_naive, rtol=1e-12, atol=1e-12, msg=lambda m: f"d{name}: {m}")
+
+
+def test_zero_frames_take_softmax_mass_not_masked():
+    # The last anchor's window holds one real frame and window-1 zero frames: with a
+    # zero bias, the real keys of frame T-1 share the mass with (window-1)*J zero keys.
+    B, H, T, J, D, window = 1, 1, 2, 3, 2, 3
+    q = torch.zeros(B, H, T, J, D, dtype=torch.float64)
+    k = torch.zeros_like(q)
+    v = torch.ones_like(q)
+    out = window_attention_reference(q, k, v, torch.zeros(J, J, dtype=torch.float64), window, 1.0)
+    # Uniform attention over window*J keys of which J (last anchor) or 2J (first) are ones.
+    assert torch.allclose(out[0, 0, T - 1], torch.full((window, J, D), J / (window * J), dtype=torch.float64))
+    assert torch.allclose(out[0, 0, 0], torch.full((window, J, D), 2 * J / (window * J), dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- Triton vs eager
+
+TRITON_CASES = [
+    # fp32: exact path (ieee dots), tolerance 1e-4
+    Case(window=1, T=3, J=18, D=24),
+    Case(window=3, T=2, J=25, D=5, per_head_bias=False),  # T < window, odd D
+    Case(window=5, T=3, J=25, D=24, layout="contiguous"),  # 125 tokens -> 128 tile, T < window
+    Case(window=5, T=2, J=18, D=48, per_head_bias=False),  # two head-dim chunks
+    Case(window=3, T=4, J=18, D=5, layout="strided", B=2, H=1),  # non-dense strides, B > 1
+    # fp16 (bias fp32 as the model keeps it, or fp16), tolerance 2e-2
+    Case(window=3, T=5, J=18, D=24, dtype=torch.float16),
+    Case(window=5, T=3, J=25, D=5, dtype=torch.float16, per_head_bias=False),
+    Case(window=1, T=2, J=25, D=16, dtype=torch.float16, layout="contiguous", bias_dtype=torch.float16),
+]
+
+
+def _assert_triton_matches_eager(case: Case, need=(True, True, True, True), seed: int = 1):
+    q, k, v, bias = make_inputs(case, seed=seed)
+    scale = case.D ** -0.5
+    dout = torch.randn(case.B, case.H, case.T, case.window, case.J, case.D, generator=torch.Generator().manual_seed(seed + 1))
+    dout = dout.to(device=q.device, dtype=case.dtype)
+    out_t, grads_t = forward_and_grads(
+        lambda *a: window_attention(*a, case.window, backend="triton"), q, k, v, bias, dout, need)
+    out_e, grads_e = forward_and_grads(
+        lambda *a: window_attention(*a, case.window, scale=scale, backend="eager"), q, k, v, bias, dout, need)
+    tol = TOLERANCE[case.dtype]
+    assert out_t.dtype == case.dtype and out_t.shape == out_e.shape
+    errors = {"out": max_rel_err(out_t, out_e)}
+    for name, g_t, g_e, flag in zip(("dq", "dk", "dv", "dbias"), grads_t, grads_e, need):
+        if not flag:
+            assert g_t is None
+            continue
+        assert g_t is not None and g_t.dtype == g_e.dtype and g_t.shape == g_e.shape, name
+        errors[name] = max_rel_err(g_t, g_e)
+    bad = {name: err for name, err in errors.items() if not err <= tol}
+    assert not bad, f"{case}: relative errors above {tol}: {bad} (all: {errors})"
+    return errors
+
+
+@pytest.mark.parametrize("case", TRITON_CASES, ids=str)
+def test_triton_matches_eager(case: Case):
+    _assert_triton_matches_eager(case)
+
+
+@pytest.mark.skipif(not CUDA, reason="bf16 tl.dot is not supported by the Triton CPU interpreter (it multiplies bit patterns); checked on CUDA only")
+@pytest.mark.parametrize("case", [Case(window=5, T=7, J=25, D=24, dtype=torch.bfloat16),
+                                  Case(window=1, T=4, J=20, D=96, dtype=torch.bfloat16, per_head_bias=False)], ids=str)
+def test_triton_matches_eager_bf16(case: Case):
+    _assert_triton_matches_eager(case)
+
+
+def test_triton_multi_anchor_programs(monkeypatch):
+    # One program per (b, h) and phase, looping over all of its anchors: the dbias
+    # partial accumulates across anchors and the phases still never overlap.
+    monkeypatch.setattr(wa_module, "TARGET_PROGRAMS_PER_PHASE", 1)
+    case = Case(window=3, T=8, J=18, D=8, per_head_bias=False)
+    assert wa_module._anchors_per_program(3, case.B * case.H) == 3
+    _assert_triton_matches_eager(case)
+
+
+def test_triton_bias_without_grad_and_bias_only_grad():
+    case = Case(window=3, T=3, J=20, D=16)
+    _assert_triton_matches_eager(case, need=(True, True, True, False))  # dbias kernel variant compiled out
+    _assert_triton_matches_eager(case, need=(False, False, False, True))
+
+
+def test_triton_backward_is_deterministic():
+    case = Case(window=3, T=4, J=18, D=8)
+    q, k, v, bias = make_inputs(case, seed=3)
+    dout = torch.randn(case.B, case.H, case.T, case.window, case.J, case.D, device=q.device)
+    runs = [forward_and_grads(lambda *a: window_attention(*a, 3, backend="triton"), q, k, v, bias, dout)[1]
+            for _ in range(2)]
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
+
+
+def test_triton_output_layout_and_expanded_grad():
+    # Output is stored channel-major so the model's (N, C, T, window, V) view is free;
+    # an expanded (stride-0) output gradient, as from out.sum(), is read through its strides.
+    case = Case(window=3, T=2, J=18, D=8)
+    q, k, v, bias = make_inputs(case, seed=4)
+    q.requires_grad_(True)
+    out = window_attention(q, k, v, bias, case.window, backend="triton")
+    assert out.permute(0, 1, 5, 2, 3, 4).is_contiguous()
+    out.sum().backward()
+    q_ref = q.detach().requires_grad_(True)
+    window_attention(q_ref, k, v, bias, case.window, backend="eager").sum().backward()
+    assert max_rel_err(q.grad, q_ref.grad) <= TOLERANCE[torch.float32]
+
+
+# --------------------------------------------------------------------------- argument errors
+
+
+def _small_inputs():
+    q = torch.randn(1, 2, 3, 4, 5)
+    return q, q.clone(), q.clone(), torch.randn(4, 4)
+
+
+@pytest.mark.parametrize(
+    "mutate,error,match",
+    [
+        (lambda q, k, v, b: (q, k, v, torch.randn(3, 4, 4)), ValueError, "bias must have shape"),
+        (lambda q, k, v, b: (q, k, v, torch.randn(4, 5)), ValueError, "bias must have shape"),
+        (lambda q, k, v, b: (q, k, v, torch.zeros(4, 4, dtype=torch.int64)), TypeError, "bias must be a floating"),
+        (lambda q, k, v, b: (q, k.double(), v, b), TypeError, "share one dtype"),
+        (lambda q, k, v, b: (q, k, v[:, :, :2], b), ValueError, "share one shape"),
+        (lambda q, k, v, b: (q, k.to("meta"), v, b), ValueError, "one device"),
+        (lambda q, k, v, b: (q, k, v, b.to("meta")), ValueError, "bias is on"),
+        (lambda q, k, v, b: (q[0], k[0], v[0], b), ValueError, r"\(B, H, T, J, D\)"),
+    ],
+    ids=["bias-3d-wrong-H", "bias-not-square", "bias-int", "mixed-dtypes", "mixed-shapes",
+         "mixed-devices", "bias-device", "rank"],
+)
+def test_argument_errors(mutate, error, match):
+    args = mutate(*_small_inputs())
+    with pytest.raises(error, match=match):
+        window_attention(*args, 3)
+
+
+@pytest.mark.parametrize("window,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_window(window, error):
+    with pytest.raises(error, match="window"):
+        window_attention(*_small_inputs(), window)
+
+
+def test_bad_backend_and_scale():
+    with pytest.raises(ValueError, match="backend"):
+        window_attention(*_small_inputs(), 3, backend="cuda")
+    with pytest.raises(ValueError, match="scale"):
+        window_attention(*_small_inputs(), 3, scale=0.0)
+
+
+def test_window_larger_than_tile_is_refused_by_triton():
+    q = torch.randn(1, 1, 2, 30, 8, device=DEVICE)  # 5 * 30 = 150 tokens > 128
+    with pytest.raises(ValueError, match="backend='eager'"):
+        window_attention(q, q, q, torch.zeros(30, 30, device=DEVICE), 5, backend="triton")
+
+
+# --------------------------------------------------------------------------- AOT spec contract
+
+
+def test_aot_specs_cover_every_launch_config():
+    specs = wa_module.aot_specs()
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    by_key = {(s.fn.__name__, s.meta["dtype"], tuple(sorted(s.constexprs.items())), s.num_warps) for s in specs}
+    for spec in specs:
+        params = inspect.signature(spec.fn.fn).parameters.values()  # JITFunction or InterpretedFunction
+        constexpr_names = {p.name for p in params if "constexpr" in str(p.annotation)}
+        assert set(spec.constexprs) == constexpr_names, spec.name
+        assert list(spec.signature) == [p.name for p in params if p.name not in constexpr_names], spec.name
+        assert set(spec.signature.values()) <= {"*fp32", "*fp16", "*bf16", "i32", "fp32"}, spec.name
+    for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        for window in (1, 3, 5):
+            for J in (18, 20, 25):
+                for D in (8, 16, 24, 32, 48, 64, 96):
+                    cfg = wa_module._launch_config(dtype, window, J, D)
+                    wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs())]
+                    wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(flag)) for flag in (True, False)]
+                    for kernel, constexprs in wanted:
+                        assert (kernel, label, tuple(sorted(constexprs.items())), cfg.num_warps) in by_key
+    q_types = {s.signature["q_ptr"] for s in specs}
+    assert q_types == {"*fp32", "*fp16", "*bf16"}
+    assert all(s.signature["bias_ptr"] == "*fp32" for s in specs)
