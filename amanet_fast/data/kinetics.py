@@ -109,7 +109,9 @@ def find_kinetics_splits(raw: Path, train_dir: Path | None = None, val_dir: Path
 
     Release layout: RAW/kinetics_{p}/ + RAW/kinetics_{p}_label.json. A flat RAW
     holding clips next to exactly one `*{p}_label.json` (as the shared test
-    sample, `my_val_label.json`) is used as split p.
+    sample, `my_val_label.json`) is used as split p. When both splits share one
+    folder, each takes the clips its label file lists; otherwise every clip
+    in the folder must have a label.
     """
     found: dict[str, tuple[Path, Path]] = {}
     given = {"train": (train_dir, train_label_file), "val": (val_dir, val_label_file)}
@@ -154,6 +156,8 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
             raise DataFormatError("label file must map clip id -> {has_skeleton, label, label_index}", label_path)
         clips = sorted(p for p in clip_dir.iterdir() if p.suffix == ".json" and p != label_path
                        and not p.name.endswith("_label.json"))
+        if sum(d == clip_dir for d, _ in found.values()) > 1:  # one folder for both splits
+            clips = [p for p in clips if p.stem in table]
         if not clips:
             raise DataFormatError(f"no .json clips in the {split} folder", clip_dir)
         samples = []

@@ -8,6 +8,7 @@ atomic write, so each reader only knows its own file format.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -62,9 +63,8 @@ class Problems:
 
 
 def check_label(label: Any, num_classes: int, path: Any) -> int:
-    if isinstance(label, bool) or not isinstance(label, (int,)) and not (
-        hasattr(label, "__index__") and not isinstance(label, float)
-    ):
+    """A class index in 0..num_classes-1 (ints and numpy integers; bools and floats are refused)."""
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral):
         raise DataFormatError(f"label must be an integer, got {label!r}", path)
     label = int(label)
     if not 0 <= label < num_classes:

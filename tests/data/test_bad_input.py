@@ -13,7 +13,7 @@ import pytest
 import amanet_fast.data.prepare as prepare_mod
 from amanet_fast.data import DataFormatError
 
-from .conftest import assert_nothing_complete, load_prepared, manifest, run_prepare
+from .helpers import assert_nothing_complete, load_prepared, manifest, run_prepare
 
 NAME = "S001C001P001R001A001.skeleton"
 

@@ -12,7 +12,7 @@ from amanet_fast.data import SkeletonDataset, ensure_synthetic
 from amanet_fast.data.augment import fit_length, random_move, random_shift, valid_range
 from amanet_fast.streams import STREAMS, to_stream
 
-from .conftest import run_prepare
+from .helpers import run_prepare
 
 
 @pytest.fixture(scope="module")

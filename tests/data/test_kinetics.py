@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conftest import load_prepared, manifest, run_prepare
+from .helpers import load_prepared, manifest, run_prepare
 
 
 def _reference_clip(path: Path) -> np.ndarray:
@@ -83,3 +83,14 @@ def test_release_layout(kinetics_copy: Path, tmp_path: Path) -> None:
     out = tmp_path / "k"
     assert run_prepare("kinetics", "--raw", rel, "--out", out) == 0
     assert manifest(out)["counts"] == {"train": 3, "val": 1}
+
+
+def test_flat_folder_shared_by_both_splits(kinetics_copy: Path, tmp_path: Path) -> None:
+    table = json.loads((kinetics_copy / "my_val_label.json").read_text())
+    ids = sorted(table)
+    (kinetics_copy / "my_val_label.json").write_text(json.dumps({c: table[c] for c in ids[:1]}))
+    (kinetics_copy / "my_train_label.json").write_text(json.dumps({c: table[c] for c in ids[1:]}))
+    out = tmp_path / "k"
+    assert run_prepare("kinetics", "--raw", kinetics_copy, "--out", out) == 0
+    assert manifest(out)["counts"] == {"train": 3, "val": 1}
+    assert load_prepared(out, "val")[1] == [ids[0] + ".json"]

@@ -6,7 +6,7 @@ import numpy as np
 
 from amanet_fast.data.ntu import load_ntu_sample, read_skeleton_file, select_bodies
 
-from .conftest import load_prepared, manifest, run_prepare
+from .helpers import load_prepared, manifest, run_prepare
 
 REF = "S001C001P001R001A001"
 

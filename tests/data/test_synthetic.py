@@ -9,7 +9,7 @@ import pytest
 
 from amanet_fast.data.synthetic import ACTIONS, ensure_synthetic, synth_clip
 
-from .conftest import load_prepared, manifest, run_prepare
+from .helpers import load_prepared, manifest, run_prepare
 
 SMALL = dict(num_train=60, num_val=30)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conftest import load_prepared, manifest, run_prepare
+from .helpers import load_prepared, manifest, run_prepare
 
 
 def test_nw_ucla_standard_split(shared_data: Path, tmp_path: Path) -> None:
