@@ -29,9 +29,11 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -258,9 +260,17 @@ def specialize_like_jit(spec: KernelSpec, int_values: dict[str, int]) -> KernelS
 _WORKER_SPECS: dict[str, KernelSpec] = {}
 
 
-def _worker_init(spec_sources: Sequence[str]) -> None:
+def _exit_when_orphaned(parent_pid: int) -> None:
+    # A killed parent (CI timeout, Ctrl-C) must not leave workers compiling for minutes.
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_init(spec_sources: Sequence[str], parent_pid: int) -> None:
     if os.environ.get("TRITON_INTERPRET"):
         raise RuntimeError("aot_check worker started with TRITON_INTERPRET set")
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")
     _WORKER_SPECS.update({s.name: s for s in load_specs(spec_sources)})
 
@@ -386,13 +396,40 @@ class SpecCollectionError(RuntimeError):
 def _list_spec_names(spec_sources: Sequence[str]) -> list[str]:
     with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.submit(_spec_names_in_fresh_process, list(spec_sources)).result()
+            return pool.submit(_spec_names_in_fresh_process, list(spec_sources)).result(timeout=600)
         except Exception as exc:
             raise SpecCollectionError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _spec_names_in_fresh_process(spec_sources: list[str]) -> list[str]:
     return [s.name for s in load_specs(spec_sources)]
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so workers are stopped and the temporary cache removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
+    # The executor has no public way to stop running tasks; its worker table is stable since 3.8.
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Sequence[int] = DEFAULT_TARGETS,
@@ -404,14 +441,16 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="aot_triton_cache_") as cache_dir, _compile_environment(cache_dir):
+    with tempfile.TemporaryDirectory(prefix="aot_triton_cache_", ignore_cleanup_errors=True) as cache_dir, \
+            _compile_environment(cache_dir), _sigterm_as_exit():
         names = _list_spec_names(spec_sources)
         selected = [n for n in names if name_filter is None or name_filter in n]
         pairs = [(n, t) for n in selected for t in targets]
         rows: list[dict[str, Any]] = []
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                    initargs=(list(spec_sources),)) as pool:
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                      initargs=(list(spec_sources), os.getpid()))
+        try:
             futures = {pool.submit(compile_one, n, t): (n, t) for n, t in pairs}
             for done_count, future in enumerate(cf.as_completed(futures), 1):
                 name, arch = futures[future]
@@ -421,9 +460,13 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
                     row = {"name": name, "arch": arch, "ok": False, "error": _short_error(exc)}
                 rows.append(evaluate(row))
                 if progress:
-                    status = "ok" if not row["problems"] else "FAIL"
+                    status = "ok" if not row["problems"] else "FAIL: " + row["problems"][0].splitlines()[0][:120]
                     print(f"[{done_count}/{len(pairs)}] sm_{arch} {name}: {status} "
                           f"({row.get('compile_s', 0):.1f}s)", file=sys.stderr, flush=True)
+        except BaseException:
+            _terminate_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     order = {(n, t): i for i, (n, t) in enumerate(pairs)}
     rows.sort(key=lambda r: order[(r["name"], r["arch"])])
     import triton

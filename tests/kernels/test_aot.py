@@ -106,6 +106,7 @@ def toy_specs() -> list[KernelSpec]:
 # --------------------------------------------------------------------------- helpers
 def run_aot_check(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict, float]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TMPDIR"] = str(tmp_path)  # a timed-out (killed) run leaves its Triton cache here, not in /tmp
     report_path = tmp_path / "report.json"
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "kernels.aot_check", "--quiet", "--json", str(report_path), *args],
@@ -236,7 +237,7 @@ def test_toy_kernels_build_and_failures_are_caught(tmp_path: Path) -> None:
 
 
 def test_filter_selects_a_subset(tmp_path: Path) -> None:
-    done, report, _ = run_aot_check(tmp_path, "--specs", TOY_SOURCE, "--filter", "good_dot[fp16", "--targets",
+    done, report, _ = run_aot_check(tmp_path, "--specs", TOY_SOURCE, "--filter", "good_dot[fp16]", "--targets",
                                     "86", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [(r["name"], r["arch"]) for r in report["results"]] == [("good_dot[fp16]", 86)]
