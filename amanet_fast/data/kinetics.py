@@ -175,7 +175,7 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
                 continue
             if isinstance(entry.get("label"), str):
                 names.setdefault(label, entry["label"])
-            samples.append(Sample(path.name, label, (path, label)))
+            samples.append(Sample(path.name, label, (path, label), str(path)))
         if samples:
             splits[split] = samples
     classes = list(class_names) if class_names else [names.get(i) for i in range(num_classes)]

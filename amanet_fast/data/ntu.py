@@ -107,26 +107,24 @@ def read_skeleton_file(path: str | Path, max_frames: int | None = None) -> tuple
 
 
 def _parse_joint_block(block: list[str], path: Path, first_lineno: int) -> np.ndarray:
-    """Fast path: one numpy parse of 25 lines; on any problem, find the exact bad line."""
-    try:
-        values = np.array(" ".join(block).split(), dtype=np.float64)
-        if values.size == NUM_JOINTS * 12:
-            values = values.reshape(NUM_JOINTS, 12)[:, :3]
+    """Fast path: one numpy conversion of 25 lines; on any problem, find the exact bad line."""
+    fields = [line.split() for line in block]
+    if all(len(f) == 12 for f in fields):
+        try:
+            values = np.array(fields, dtype=np.float64)[:, :3]
             if np.isfinite(values).all():
                 return values
-    except ValueError:
-        pass
+        except ValueError:
+            pass
     for k, line in enumerate(block):
-        fields = line.split()
-        if len(fields) != 12:
-            raise DataFormatError(f"joint line should have 12 values, has {len(fields)}", path, first_lineno + k)
+        if len(fields[k]) != 12:
+            raise DataFormatError(f"joint line should have 12 values, has {len(fields[k])}", path, first_lineno + k)
         try:
-            xyz = [float(v) for v in fields[:3]]
-            [float(v) for v in fields[3:]]
+            numbers = [float(v) for v in fields[k]]
         except ValueError:
             raise DataFormatError(f"non-numeric value in joint line: {line.strip()[:60]!r}", path,
                                   first_lineno + k) from None
-        if not np.isfinite(xyz).all():
+        if not np.isfinite(numbers[:3]).all():
             raise DataFormatError(f"non-finite coordinate (NaN/inf) in joint line: {line.strip()[:60]!r}",
                                   path, first_lineno + k)
     raise AssertionError("joint block failed the fast parse but no bad line was found")  # pragma: no cover
@@ -309,7 +307,7 @@ def plan_ntu(raw: str | Path, kind: str, benchmark: str, problems: Problems,
         except DataFormatError as err:
             problems.report(err, split_guess)
             continue
-        splits[split_guess].append(Sample(path.name, info["action"] - 1, path))
+        splits[split_guess].append(Sample(path.name, info["action"] - 1, path, str(path)))
     return DatasetPlan(
         kind=kind, benchmark=benchmark, layout="ntu25", channels=("x", "y", "z"), num_classes=num_classes,
         classes=_class_names(raw, kind, num_classes), splits={k: v for k, v in splits.items() if v},

@@ -21,7 +21,8 @@ __all__ = ["Sample", "LoadResult", "DatasetPlan", "Problems", "check_label"]
 class Sample:
     name: str
     label: int
-    source: Any  # whatever the reader's `load` needs (usually a Path)
+    source: Any               # whatever the reader's `load` needs
+    where: str | None = None  # file (or file[entry]) to name in error messages
 
 
 @dataclass

@@ -63,9 +63,9 @@ def _worker_pool(workers: int, total: int):
 
 def _check_sample(arr: np.ndarray, shape: tuple[int, ...], sample: Sample) -> None:
     if arr.shape != shape:
-        raise DataFormatError(f"prepared sample has shape {arr.shape}, expected {shape}", sample.source)
+        raise DataFormatError(f"prepared sample has shape {arr.shape}, expected {shape}", sample.where or sample.name)
     if not np.isfinite(arr).all():
-        raise DataFormatError("non-finite (NaN/inf) coordinates", sample.source)
+        raise DataFormatError("non-finite (NaN/inf) coordinates", sample.where or sample.name)
 
 
 def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_bad: bool = False,

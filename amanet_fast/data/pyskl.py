@@ -148,7 +148,7 @@ def plan_pyskl(raw: str | Path, problems: Problems, *, train_split: str = "train
             modes.add(kp.shape[-1])
             joints.add(kp.shape[2])
             labels_seen.append(label)
-            samples.append(Sample(name, label, (ann, where)))
+            samples.append(Sample(name, label, (ann, where), where))
         if samples:
             splits[split] = samples
     if not splits:

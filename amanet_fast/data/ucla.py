@@ -118,7 +118,7 @@ def plan_ucla(raw: str | Path, problems: Problems) -> DatasetPlan:
             continue
         if split == "val":
             seen_val.add(path.stem)
-        splits[split].append(Sample(path.stem, label, (path, label)))
+        splits[split].append(Sample(path.stem, label, (path, label), str(path)))
     if val_names is not None:
         missing = sorted(set(val_names) - seen_val - {Path(r["file"] or "").stem for r in problems.skipped})
         if missing:

@@ -3,7 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from amanet_fast.data.errors import DataFormatError
 from amanet_fast.data.ntu import load_ntu_sample, read_skeleton_file, select_bodies
 
 from .helpers import load_prepared, manifest, run_prepare
@@ -73,3 +75,30 @@ def test_ntu120_xset_and_ignore_list(shared_data: Path, tmp_path: Path) -> None:
     assert m["counts"] == {"train": 2, "val": 4}
     assert [s["file"].endswith("S001C001P001R001A011.skeleton") for s in m["skipped"]] == [True]
     assert m["num_classes"] == 120
+
+
+def test_pre_normalization_invariants_on_all_samples(shared_data: Path) -> None:
+    """Every real sample: first body's spine mid at the origin in every frame, its frame-0
+    left -> right shoulder exactly on +x (the last rotation) and spine base -> spine mid near
+    +z (exact after the first rotation; the shoulder rotation tilts it a little, as in MS-G3D)."""
+    for f in sorted((shared_data / "ntu_raw").glob("*.skeleton")):
+        x = load_ntu_sample(f).data.astype(np.float64)  # (3, 300, 25, 2)
+        body = x[..., 0]
+        assert np.abs(body[:, :, 1]).max() < 1e-6, f.name
+        spine = body[:, 0, 1] - body[:, 0, 0]
+        assert spine[2] > 0 and np.degrees(np.arctan2(np.hypot(spine[0], spine[1]), spine[2])) < 15, f.name
+        shoulders = body[:, 0, 8] - body[:, 0, 4]
+        assert shoulders[0] > 0 and abs(shoulders[1]) < 1e-5 and abs(shoulders[2]) < 1e-5, f.name
+        # replay padding: no all-zero frame in the first body after its start
+        assert (np.abs(body).sum(axis=(0, 2)) > 0).all(), f.name
+
+
+def test_mismatched_field_counts_are_caught(tmp_path: Path, shared_data: Path) -> None:
+    """11 + 13 values on two joint lines must not pass as 25 x 12."""
+    lines = (shared_data / "ntu_raw" / f"{REF}.skeleton").read_text().splitlines()
+    a, b = lines[4].split(), lines[5].split()
+    lines[4], lines[5] = " ".join(a[:11]), " ".join(b + a[11:])
+    bad = tmp_path / f"{REF}.skeleton"
+    bad.write_text("\n".join(lines))
+    with pytest.raises(DataFormatError, match=r":5: joint line should have 12 values, has 11"):
+        read_skeleton_file(bad)
