@@ -11,7 +11,6 @@ order, and malformed files stop with a DataFormatError.
 from __future__ import annotations
 
 import json
-import math
 from functools import partial
 from pathlib import Path
 
