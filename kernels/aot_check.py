@@ -318,6 +318,7 @@ def compile_one(spec_name: str, arch: int) -> dict[str, Any]:
     try:
         fn = _require_jit_function(spec)
         row["kernel"] = fn.__name__
+        row["source_key"] = fn.cache_key[:16]  # Triton's hash of the kernel and the jit functions it calls
         signature = full_signature(spec, fn.arg_names)
         source = ASTSource(fn, signature, dict(spec.constexprs), pointer_alignment_attrs(signature, spec))
         with contextlib.redirect_stdout(log):  # TRITON_DUMP_PTXAS_LOG prints the ptxas -v log
@@ -401,6 +402,11 @@ def _list_spec_names(spec_sources: Sequence[str]) -> list[str]:
             raise SpecCollectionError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _list_spec_names_with_environment(spec_sources: Sequence[str]) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="aot_triton_cache_") as cache_dir, _compile_environment(cache_dir):
+        return _list_spec_names(spec_sources)
+
+
 def _spec_names_in_fresh_process(spec_sources: list[str]) -> list[str]:
     return [s.name for s in load_specs(spec_sources)]
 
@@ -433,8 +439,13 @@ def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
 
 
 def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Sequence[int] = DEFAULT_TARGETS,
-              name_filter: str | None = None, jobs: int = 2, progress: bool = True) -> dict[str, Any]:
-    """Compile every selected (spec, target) pair in `jobs` worker processes."""
+              name_filter: str | None = None, jobs: int = 2, progress: bool = True,
+              only_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compile every selected (spec, target) pair in `jobs` worker processes.
+
+    Selection: names containing `name_filter` and, when given, listed in `only_names`
+    (a listed name the spec sources do not produce is an error, not a silent skip).
+    """
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ValueError(f"targets must be among {sorted(TARGETS)}, got {unknown}")
@@ -444,7 +455,13 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
     with tempfile.TemporaryDirectory(prefix="aot_triton_cache_", ignore_cleanup_errors=True) as cache_dir, \
             _compile_environment(cache_dir), _sigterm_as_exit():
         names = _list_spec_names(spec_sources)
-        selected = [n for n in names if name_filter is None or name_filter in n]
+        if only_names is not None:
+            missing = sorted(set(only_names) - set(names))
+            if missing:
+                raise SpecCollectionError(f"requested spec names not produced by {list(spec_sources)}: {missing}")
+        wanted = None if only_names is None else set(only_names)
+        selected = [n for n in names if (name_filter is None or name_filter in n)
+                    and (wanted is None or n in wanted)]
         pairs = [(n, t) for n in selected for t in targets]
         rows: list[dict[str, Any]] = []
         context = multiprocessing.get_context("spawn")
@@ -476,6 +493,8 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
         "spec_sources": list(spec_sources),
         "targets": {f"sm_{t}": asdict(TARGETS[t]) for t in targets},
         "filter": name_filter,
+        "only_names": None if only_names is None else sorted(only_names),
+        "complete": name_filter is None and only_names is None,
         "jobs": jobs,
         "num_specs": len(selected),
         "num_builds": len(pairs),
@@ -484,6 +503,30 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
         "failures": sum(1 for r in rows if r["problems"]),
         "results": rows,
     }
+
+
+def heaviest_configs(previous: dict[str, Any], current_names: Sequence[str]) -> list[str]:
+    """Spec names a quick check should rebuild: the ones closest to the limits last time.
+
+    From a previous complete report: per (kernel, target) the config with the most
+    registers and the one with the most shared memory, every config that had a problem,
+    and every current name the report does not know (new configs). The full matrix
+    stays the reference; this subset is what a CI budget of a few minutes affords.
+    """
+    if not previous.get("complete"):
+        raise ValueError("heaviest_configs needs a report of a complete run (no --filter/--only-names)")
+    known = {r["name"] for r in previous["results"]}
+    chosen = {n for n in current_names if n not in known}
+    chosen |= {r["name"] for r in previous["results"] if r.get("problems")}
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in previous["results"]:
+        if row.get("ok"):
+            groups.setdefault((row["kernel"], row["arch"]), []).append(row)
+    for rows in groups.values():
+        chosen.add(max(rows, key=lambda r: (r["registers"], r["shared_bytes"]))["name"])
+        chosen.add(max(rows, key=lambda r: (r["shared_bytes"], r["registers"]))["name"])
+    present = set(current_names)
+    return sorted(n for n in chosen if n in present)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -582,6 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")
     parser.add_argument("--markdown", type=Path, help="write/refresh the generated table in this Markdown file")
     parser.add_argument("--filter", help="only spec names containing this substring")
+    parser.add_argument("--only-names", type=Path, metavar="FILE",
+                        help="build only the spec names listed in FILE, one per line")
+    parser.add_argument("--heaviest-from", type=Path, metavar="REPORT_JSON",
+                        help="build only the configs closest to the limits in this complete report, plus new ones")
     parser.add_argument("--jobs", type=int, default=2, help="compile processes (default 2)")
     parser.add_argument("--specs", action="append", metavar="MODULE:FUNC",
                         help="spec source(s); default: " + ", ".join(DEFAULT_SPEC_SOURCES))
@@ -595,8 +642,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     except ValueError as exc:
         parser.error(str(exc))
+    only_names: list[str] | None = None
+    if args.only_names is not None:
+        try:
+            only_names = [line.strip() for line in args.only_names.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            parser.error(f"--only-names: cannot read {args.only_names}: {exc}")
+    if args.heaviest_from is not None:
+        try:
+            previous = json.loads(args.heaviest_from.read_text())
+            current = _list_spec_names_with_environment(sources)
+            heavy = heaviest_configs(previous, current)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--heaviest-from {args.heaviest_from}: {type(exc).__name__}: {exc}")
+        except SpecCollectionError as exc:
+            print(f"aot_check: cannot collect kernel specs: {exc}", file=sys.stderr)
+            return 2
+        only_names = heavy if only_names is None else [n for n in only_names if n in set(heavy)]
+        print(f"--heaviest-from: {len(only_names)} of {len(current)} configs selected", file=sys.stderr)
     try:
-        report = run_check(sources, args.targets, args.filter, args.jobs, progress=not args.quiet)
+        report = run_check(sources, args.targets, args.filter, args.jobs, progress=not args.quiet,
+                           only_names=only_names)
     except SpecCollectionError as exc:
         print(f"aot_check: cannot collect kernel specs: {exc}", file=sys.stderr)
         return 2
