@@ -17,7 +17,7 @@ EXIT_TRAINING_FAILED = 1
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = C.build_arg_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     full_argv = ["train.py", *argv]
     try:
         if args.eval_only:

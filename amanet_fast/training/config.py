@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "limit_train": None,  # use a seeded subset of this many train samples (smoke runs)
         "limit_val": None,
         "holdout_fraction": 0.0,  # keep this part of train out of training; its scores feed ensemble --search
+        "synthetic": {"seed": 0, "num_train": 600, "num_val": 180},  # the generated demo set (dataset: synthetic)
     },
     "model": {
         "arch": "amanet",

@@ -4,7 +4,6 @@ synthetic demo's automatic preparation, seeded subsets, and a clear message
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,13 +11,12 @@ from typing import Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-# Raw-data hints for the "missing data" message (SPEC §5).
+# What the raw data is, for the "missing data" message (SPEC §5).
 _RAW_HINTS = {
-    "ntu60": ("NTU RGB+D 60 .skeleton files", "/path/to/nturgb+d_skeletons"),
-    "ntu120": ("NTU RGB+D 120 .skeleton files (both halves)", "/path/to/nturgb+d_skeletons"),
-    "kinetics": ("Kinetics-Skeleton (kinetics_train/, kinetics_val/ and the label json files)",
-                 "/path/to/kinetics-skeleton"),
-    "ucla": ("NW-UCLA (all_sqe/ and val_label.pkl)", "/path/to/NW-UCLA"),
+    "ntu60": ("NTU RGB+D 60 .skeleton files",),
+    "ntu120": ("NTU RGB+D 120 .skeleton files (both halves)",),
+    "kinetics": ("Kinetics-Skeleton (kinetics_train/, kinetics_val/ and the label json files)",),
+    "ucla": ("NW-UCLA (all_sqe/ and val_label.pkl)",),
 }
 _DEFAULT_SPLITS = {"ntu60": "xsub", "ntu120": "xsub"}
 
@@ -49,17 +47,15 @@ def data_dir(cfg: dict[str, Any]) -> Path:
 
 
 def _is_prepared(d: Path) -> bool:
-    return all((d / f"{s}_data_joint.npy").is_file() and (d / f"{s}_label.pkl").is_file() for s in ("train", "val"))
+    files = [f"{s}_data_joint.npy" for s in ("train", "val")] + [f"{s}_label.pkl" for s in ("train", "val")]
+    return (d / "manifest.json").is_file() and all((d / f).is_file() for f in files)
 
 
 def prepare_command(cfg: dict[str, Any]) -> str:
-    kind = cfg["dataset"]
-    raw = _RAW_HINTS.get(kind, ("raw files", "/path/to/raw"))[1]
-    cmd = ["python", "-m", "amanet_fast.data.prepare", kind, "--raw", raw, "--out", str(data_dir(cfg))]
-    split = cfg["data"]["split"]
-    if split:
-        cmd += ["--split", str(split)]
-    return shlex.join(cmd)
+    """The data package's own prepare command line for this config's dataset and folder."""
+    from amanet_fast.data import prepare_command as data_prepare_command
+
+    return data_prepare_command(cfg["dataset"], data_dir(cfg), cfg["data"]["split"])
 
 
 def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
@@ -68,7 +64,9 @@ def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
         if is_main:
             from amanet_fast.data.synthetic import ensure_synthetic
 
-            return Path(ensure_synthetic(data_root(cfg), seed=0))
+            syn = cfg["data"]["synthetic"]
+            return Path(ensure_synthetic(data_root(cfg), seed=int(syn["seed"]), num_train=int(syn["num_train"]),
+                                         num_val=int(syn["num_val"])))
         return None  # type: ignore[return-value]  # other ranks learn it by broadcast
     d = data_dir(cfg)
     if _is_prepared(d):

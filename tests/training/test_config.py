@@ -7,7 +7,7 @@ from amanet_fast.training import config as C
 
 
 def _resolve(argv, base=None):
-    args = C.build_arg_parser().parse_args(argv)
+    args = C.build_arg_parser().parse_intermixed_args(argv)
     return C.resolve_config(args, base=base)
 
 
