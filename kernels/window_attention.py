@@ -42,7 +42,8 @@ from .aot_spec import KernelSpec
 from .reference import window_attention_reference
 
 OP = "window_attention"
-MAX_WINDOW_TOKENS = 128  # one window must fit one (BLOCK_N x BLOCK_N) fp32 score tile
+MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softmax)
+BLOCK_M_QUERIES = 32
 LOG2E = tl.constexpr(1.4426950408889634)
 
 logger = logging.getLogger("kernels")
@@ -57,46 +58,35 @@ TARGET_PROGRAMS_PER_PHASE = 1024
 
 
 @triton.jit
-def _window_tokens(J, window, BLOCK_N: tl.constexpr):
-    """Token i of a window is joint i % J of the window's (i // J)-th frame;
-    tokens from window*J on are padding up to the power-of-two tile."""
-    token = tl.arange(0, BLOCK_N)
+def _token_layout(first_token, J, window, BLOCK: tl.constexpr):
+    """Tokens first_token .. first_token+BLOCK-1 of a window: token i is joint i % J
+    of the window's (i // J)-th frame; tokens from window*J on pad the tile."""
+    token = first_token + tl.arange(0, BLOCK)
     step = token // J
     joint = token - step * J
     return step, joint, token < window * J
 
 
 @triton.jit
-def _add_bias_scores(acc, bias_ptr, stride_bias_r, stride_bias_c, joint, J, inv_scale,
-                     BLOCK_J: tl.constexpr, DOT_PRECISION: tl.constexpr, DTYPE: tl.constexpr):
-    """acc += tile(bias) / scale, computed as a matmul: the bias row of each query
-    token's joint (BLOCK_N x BLOCK_J, a small gather) times the one-hot of each key
-    token's joint. Gathering the (BLOCK_N x BLOCK_N) tile directly costs a register
-    per score for its address and spills. fp16/bf16 split the fp32 bias into
-    hi + lo halves of the input dtype (tensor cores; ~fp32 exact)."""
+def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_joint, J, inv_scale,
+              BLOCK_J: tl.constexpr, DOT_PRECISION: tl.constexpr, DTYPE: tl.constexpr):
+    """acc[r, c] += bias[row_joint[r], col_joint[c]] / scale, as a matmul: the bias
+    rows of row_joint (a small R x BLOCK_J gather) times the one-hot of col_joint.
+    Gathering the R x C tile directly costs an address register per score.
+    fp16/bf16 split the fp32 bias into hi + lo halves of the input dtype so the
+    tensor-core product stays ~fp32 exact; fp32 uses an ieee dot."""
     jj = tl.arange(0, BLOCK_J)
-    rows = tl.load(bias_ptr + joint[:, None] * stride_bias_r + jj[None, :] * stride_bias_c,
+    rows = tl.load(bias_ptr + row_joint[:, None] * stride_row_joint + jj[None, :] * stride_col_joint,
                    mask=(jj < J)[None, :], other=0.0) * inv_scale
-    key_one_hot = jj[:, None] == joint[None, :]
+    one_hot = jj[:, None] == col_joint[None, :]
     if DTYPE == tl.float32:
-        acc = tl.dot(rows, key_one_hot.to(tl.float32), acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(rows, one_hot.to(tl.float32), acc, input_precision=DOT_PRECISION)
     else:
         hi = rows.to(DTYPE)
         lo = (rows - hi.to(tl.float32)).to(DTYPE)
-        key_one_hot = key_one_hot.to(DTYPE)
-        acc = tl.dot(hi, key_one_hot, acc)
-        acc = tl.dot(lo, key_one_hot, acc)
+        acc = tl.dot(hi, one_hot.to(DTYPE), acc)
+        acc = tl.dot(lo, one_hot.to(DTYPE), acc)
     return acc
-
-
-@triton.jit
-def _softmax_rows(acc, is_token, scale):
-    """Softmax over keys of acc*scale (acc = QK^T + bias/scale); padding keys get
-    no mass, zero-filled frames past T keep theirs."""
-    logits = tl.where(is_token[None, :], acc * (scale * LOG2E), float("-inf"))  # base 2: exp2 is native
-    row_max = tl.max(logits, axis=1)
-    p = tl.exp2(logits - row_max[:, None])
-    return p * (1.0 / tl.sum(p, axis=1))[:, None]
 
 
 @triton.jit
@@ -108,7 +98,7 @@ def _window_attention_fwd_kernel(
     stride_bias_h, stride_bias_r, stride_bias_c,
     stride_ob, stride_oh, stride_ot, stride_os, stride_oj, stride_od,
     H, T, J, D, window, scale,
-    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
@@ -118,37 +108,39 @@ def _window_attention_fwd_kernel(
     bh = pid // T
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    step, joint, is_token = _window_tokens(J, window, BLOCK_N)
-    frame = t + step
-    in_sequence = is_token & (frame < T)
-    # int64 scalar bases, int32 offsets inside one (b, h) slab.
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    # Keys and values of the whole window stay in the tile; queries go BLOCK_M at a time.
+    k_step, k_joint, k_is_token = _token_layout(0, J, window, BLOCK_N)
+    k_frame = t + k_step
+    k_in_seq = k_is_token & (k_frame < T)  # frames past T: zero keys, still unmasked
+    kv_mask = k_in_seq[:, None] & d_ok[None, :]
+    k = tl.load(k_ptr + b * stride_kb + h * stride_kh
+                + (k_frame * stride_kt + k_joint * stride_kj)[:, None] + d[None, :] * stride_kd,
+                mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + b * stride_vb + h * stride_vh
+                + (k_frame * stride_vt + k_joint * stride_vj)[:, None] + d[None, :] * stride_vd,
+                mask=kv_mask, other=0.0)
     q_base = q_ptr + b * stride_qb + h * stride_qh
-    k_base = k_ptr + b * stride_kb + h * stride_kh
-    v_base = v_ptr + b * stride_vb + h * stride_vh
     o_base = out_ptr + b * stride_ob + h * stride_oh + t.to(tl.int64) * stride_ot
-    q_rows = frame * stride_qt + joint * stride_qj
-    k_rows = frame * stride_kt + joint * stride_kj
-    v_rows = frame * stride_vt + joint * stride_vj
-    o_rows = step * stride_os + joint * stride_oj
+    bias_base = bias_ptr + h * stride_bias_h
 
-    acc = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
-    acc = _add_bias_scores(acc, bias_ptr + h * stride_bias_h, stride_bias_r, stride_bias_c, joint, J,
-                           1.0 / scale, BLOCK_J, DOT_PRECISION, DTYPE)
-    for c in tl.static_range(NUM_D_BLOCKS):
-        d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-        load_mask = in_sequence[:, None] & (d < D)[None, :]
-        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
+    for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: not unrolled, skips padding blocks
+        q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
+        q_frame = t + q_step
+        q = tl.load(q_base + (q_frame * stride_qt + q_joint * stride_qj)[:, None] + d[None, :] * stride_qd,
+                    mask=(q_is_token & (q_frame < T))[:, None] & d_ok[None, :], other=0.0)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, J, 1.0 / scale,
+                        BLOCK_J, DOT_PRECISION, DTYPE)
         acc = tl.dot(q, tl.trans(k), acc, input_precision=DOT_PRECISION)
-    p = _softmax_rows(acc, is_token, scale).to(DTYPE)
-
-    for c in tl.static_range(NUM_D_BLOCKS):
-        d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd,
-                    mask=in_sequence[:, None] & (d < D)[None, :], other=0.0)
-        out = tl.dot(p, v, input_precision=DOT_PRECISION)
-        tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
-                 mask=is_token[:, None] & (d < D)[None, :])
+        # Softmax over keys (base 2: exp2 is the native instruction); padding keys get no mass.
+        logits = tl.where(k_is_token[None, :], acc * (scale * LOG2E), float("-inf"))
+        p = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
+        p = p * (1.0 / tl.sum(p, axis=1))[:, None]
+        out = tl.dot(p.to(DTYPE), v, input_precision=DOT_PRECISION)
+        tl.store(o_base + (q_step * stride_os + q_joint * stride_oj)[:, None] + d[None, :] * stride_od,
+                 out.to(out_ptr.dtype.element_ty), mask=q_is_token[:, None] & d_ok[None, :])
 
 
 @triton.jit
@@ -170,8 +162,8 @@ def _window_attention_bwd_kernel(
     stride_dob, stride_doh, stride_dot, stride_dos, stride_doj, stride_dod,
     stride_gb, stride_gh, stride_gt, stride_gj, stride_gd,
     H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, accumulate,
-    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, NUM_D_BLOCKS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FOLD_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -184,84 +176,81 @@ def _window_attention_bwd_kernel(
     first = chunk * anchors_per_program
     last = tl.minimum(first + anchors_per_program, num_anchors)
 
-    step, joint, is_token = _window_tokens(J, window, BLOCK_N)
-    bias_base = bias_ptr + h * stride_bias_h
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    jj = tl.arange(0, BLOCK_J)
+    k_step, k_joint, k_is_token = _token_layout(0, J, window, BLOCK_N)
     q_base = q_ptr + b * stride_qb + h * stride_qh
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
     do_base = dout_ptr + b * stride_dob + h * stride_doh
     g_base = b * stride_gb + h * stride_gh
-    do_steps = step * stride_dos + joint * stride_doj
-    query_one_hot = (joint[:, None] == tl.arange(0, BLOCK_J)[None, :]).to(tl.float32)
+    bias_base = bias_ptr + h * stride_bias_h
+    # dbias^T accumulator: keys x query joints, summed over queries and anchors.
     dbias_fold = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
 
     for anchor in range(first, last):
         t = phase + anchor * window
-        frame = t + step
-        in_sequence = is_token & (frame < T)
-        q_rows = frame * stride_qt + joint * stride_qj
-        k_rows = frame * stride_kt + joint * stride_kj
-        v_rows = frame * stride_vt + joint * stride_vj
-        do_rows = t * stride_dot + do_steps
-        g_rows = frame * stride_gt + joint * stride_gj
-
-        # Keys are rows here (S^T, P^T, dP^T, dS^T), so dV = P^T dO and dK = dS^T Q
-        # need no transpose; only dQ = (dS^T)^T K does (one register transpose).
-        # Bias in this orientation: the column of bias for each key token's joint.
-        acc = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
-        acc = _add_bias_scores(acc, bias_base, stride_bias_c, stride_bias_r, joint, J,
-                               1.0 / scale, BLOCK_J, DOT_PRECISION, DTYPE)
-        dp = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
-        for c in tl.static_range(NUM_D_BLOCKS):
-            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-            load_mask = in_sequence[:, None] & (d < D)[None, :]
-            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-            k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
-            v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=load_mask, other=0.0)
+        k_frame = t + k_step
+        k_in_seq = k_is_token & (k_frame < T)
+        kv_mask = k_in_seq[:, None] & d_ok[None, :]
+        k_rows = k_frame * stride_gt + k_joint * stride_gj
+        k = tl.load(k_base + (k_frame * stride_kt + k_joint * stride_kj)[:, None] + d[None, :] * stride_kd,
+                    mask=kv_mask, other=0.0)
+        v = tl.load(v_base + (k_frame * stride_vt + k_joint * stride_vj)[:, None] + d[None, :] * stride_vd,
+                    mask=kv_mask, other=0.0)
+        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
+        # dV += P^T dO and dK += dS^T Q need no transpose, only dQ = (dS^T)^T K does.
+        for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: not unrolled, skips padding blocks
+            q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
+            q_frame = t + q_step
+            q_in_seq = q_is_token & (q_frame < T)
+            q = tl.load(q_base + (q_frame * stride_qt + q_joint * stride_qj)[:, None] + d[None, :] * stride_qd,
+                        mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
             # Every token of the window has an output gradient, frames past T included.
-            do = tl.load(do_base + do_rows[:, None] + d[None, :] * stride_dod,
-                         mask=is_token[:, None] & (d < D)[None, :], other=0.0)
+            do = tl.load(do_base + t.to(tl.int64) * stride_dot
+                         + (q_step * stride_dos + q_joint * stride_doj)[:, None] + d[None, :] * stride_dod,
+                         mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            acc = _add_bias(acc, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
+                            BLOCK_J, DOT_PRECISION, DTYPE)
             acc = tl.dot(k, tl.trans(q), acc, input_precision=DOT_PRECISION)
-            dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
-        # Softmax over keys = over rows; padding keys (rows) get no mass.
-        logits = tl.where(is_token[:, None], acc * (scale * LOG2E), float("-inf"))
-        p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
-        p = p * (1.0 / tl.sum(p, axis=0))[None, :]
-        delta = tl.sum(p * dp, axis=0)  # one value per query
-        ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
-        if COMPUTE_DBIAS:
-            # Sum over queries by query joint; padding rows/columns of dS are exactly 0.
-            dbias_fold = tl.dot(ds, query_one_hot, dbias_fold, input_precision=FOLD_PRECISION)
-        p = p.to(DTYPE)
-        ds = ds.to(DTYPE)
-
-        for c in tl.static_range(NUM_D_BLOCKS):
-            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-            do = tl.load(do_base + do_rows[:, None] + d[None, :] * stride_dod,
-                         mask=is_token[:, None] & (d < D)[None, :], other=0.0)
-            dv = tl.dot(p, do, input_precision=DOT_PRECISION)
-            _add_rows(dv_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dv,
-                      in_sequence[:, None] & (d < D)[None, :], accumulate)
-        for c in tl.static_range(NUM_D_BLOCKS):
-            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-            load_mask = in_sequence[:, None] & (d < D)[None, :]
-            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=load_mask, other=0.0)
-            dk = tl.dot(ds, q, input_precision=DOT_PRECISION) * scale
-            _add_rows(dk_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dk, load_mask, accumulate)
-        ds = tl.trans(ds)
-        for c in tl.static_range(NUM_D_BLOCKS):
-            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-            load_mask = in_sequence[:, None] & (d < D)[None, :]
-            k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=load_mask, other=0.0)
-            dq = tl.dot(ds, k, input_precision=DOT_PRECISION) * scale
-            _add_rows(dq_ptr + g_base + g_rows[:, None] + d[None, :] * stride_gd, dq, load_mask, accumulate)
+            logits = tl.where(k_is_token[:, None], acc * (scale * LOG2E), float("-inf"))
+            p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
+            p = p * (1.0 / tl.sum(p, axis=0))[None, :]
+            dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+            delta = tl.sum(p * dp, axis=0)  # one value per query
+            ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
+            dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
+            # Padding query columns of dS are exactly 0 (their dO is 0).
+            q_one_hot = q_joint[:, None] == jj[None, :]
+            if DTYPE == tl.float32:
+                if COMPUTE_DBIAS:
+                    dbias_fold = tl.dot(ds, q_one_hot.to(tl.float32), dbias_fold, input_precision=DOT_PRECISION)
+            else:
+                # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
+                ds_hi = ds.to(DTYPE)
+                if COMPUTE_DBIAS:
+                    ds_lo = (ds - ds_hi.to(tl.float32)).to(DTYPE)
+                    dbias_fold = tl.dot(ds_hi, q_one_hot.to(DTYPE), dbias_fold)
+                    dbias_fold = tl.dot(ds_lo, q_one_hot.to(DTYPE), dbias_fold)
+                ds = ds_hi
+            dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
+            dq = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION) * scale
+            _add_rows(dq_ptr + g_base + (q_frame * stride_gt + q_joint * stride_gj)[:, None] + d[None, :] * stride_gd,
+                      dq, q_in_seq[:, None] & d_ok[None, :], accumulate)
+        g_offsets = g_base + k_rows[:, None] + d[None, :] * stride_gd
+        _add_rows(dk_ptr + g_offsets, dk * scale, kv_mask, accumulate)
+        _add_rows(dv_ptr + g_offsets, dv, kv_mask, accumulate)
 
     if COMPUTE_DBIAS:
         # Fold the key axis too: one_hot^T @ fold is dbias^T (key joint x query joint).
-        partial_t = tl.dot(tl.trans(query_one_hot), dbias_fold, input_precision=FOLD_PRECISION)
-        jr = tl.arange(0, BLOCK_J)
+        k_one_hot = (k_joint[:, None] == jj[None, :]).to(tl.float32)
+        partial_t = tl.dot(tl.trans(k_one_hot), dbias_fold, input_precision="ieee")  # once per program
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
-                 + jr[None, :] * BLOCK_J + jr[:, None], partial_t)
+                 + jj[None, :] * BLOCK_J + jj[:, None], partial_t)
 
 
 # --------------------------------------------------------------------------- launch config
@@ -269,34 +258,25 @@ def _window_attention_bwd_kernel(
 
 @dataclass(frozen=True)
 class WindowLaunchConfig:
-    block_n: int  # tokens per window, padded to a power of two
-    block_j: int  # joints, padded (bias fold)
-    block_d: int  # head-dim chunk
-    num_d_blocks: int
+    block_n: int  # tokens per window (keys), padded to a power of two
+    block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
+    block_j: int  # joints, padded (bias one-hot products)
+    block_d: int  # head dim, padded to a power of two
     dot_precision: str
-    fold_precision: str
     num_warps: int
     num_stages: int
 
     def fwd_constexprs(self) -> dict[str, object]:
         return {
             "BLOCK_N": self.block_n,
+            "BLOCK_M": self.block_m,
             "BLOCK_J": self.block_j,
             "BLOCK_D": self.block_d,
-            "NUM_D_BLOCKS": self.num_d_blocks,
             "DOT_PRECISION": self.dot_precision,
         }
 
     def bwd_constexprs(self, compute_dbias: bool) -> dict[str, object]:
-        return {
-            "BLOCK_N": self.block_n,
-            "BLOCK_J": self.block_j,
-            "BLOCK_D": self.block_d,
-            "NUM_D_BLOCKS": self.num_d_blocks,
-            "DOT_PRECISION": self.dot_precision,
-            "FOLD_PRECISION": self.fold_precision,
-            "COMPUTE_DBIAS": bool(compute_dbias),
-        }
+        return {**self.fwd_constexprs(), "COMPUTE_DBIAS": bool(compute_dbias)}
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -313,16 +293,14 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
             f"{OP}: window*J = {window * J} tokens exceeds the {MAX_WINDOW_TOKENS}-token tile of the "
             f"Triton kernel; use backend='eager'"
         )
-    block_d = 16 if D <= 16 else 32
     exact = dtype == torch.float32
     return WindowLaunchConfig(
         block_n=block_n,
+        block_m=min(block_n, BLOCK_M_QUERIES),
         block_j=_pow2_at_least_16(J),
-        block_d=block_d,
-        num_d_blocks=triton.cdiv(D, block_d),
+        block_d=_pow2_at_least_16(D),
         dot_precision="ieee" if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
-        fold_precision="ieee" if exact else "tf32",
-        num_warps=8 if block_n >= 128 else 4,
+        num_warps=8 if block_n >= 128 else 4,  # a 128-key window: 8 warps spill least (AOT sm_90)
         num_stages=1,
     )
 
