@@ -15,10 +15,12 @@ from .conftest import NUM_VAL, REPO, run_cli, run_subprocess, tiny_args
 RESULT_KEYS = {"top1", "top5", "mean_class_acc", "epoch", "dataset", "stream", "arch"}
 
 
+@pytest.mark.slow
 def test_demo_command_end_to_end(synthetic_root, tmp_path):
     wd = tmp_path / "demo"
-    proc = run_subprocess(["train.py", *tiny_args(synthetic_root, wd)])
+    proc = run_subprocess(["train.py", *tiny_args(synthetic_root, wd, "runtime.tensorboard=true")])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((wd / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
     res = json.loads((wd / "results.json").read_text())
     assert RESULT_KEYS <= set(res)
     assert res["epoch"] == 2 and res["dataset"] == "synthetic" and res["stream"] == "joint" and res["arch"] == "amanet"
@@ -59,6 +61,7 @@ def _weights(path):
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(synthetic_root, tmp_path, capsys):
     # Augmentations on, so the restored RNG streams matter.
     aug = ["data.random_choose=true", "data.random_move=true"]
@@ -161,6 +164,7 @@ def test_missing_real_data_prints_prepare_command(tmp_path, capsys):
     assert rc == 2 and "--split xview" in err and str(tmp_path / "ntu" / "xview") in err
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(synthetic_root, tmp_path):
     wd = tmp_path / "ddp"
     proc = run_subprocess(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
@@ -176,3 +180,24 @@ def test_ddp_two_processes_gloo(synthetic_root, tmp_path):
     assert sorted(p.name for p in wd.iterdir() if p.name.startswith(".")) == []  # no temp leftovers
     state = load_checkpoint(wd / "latest.pt")
     assert isinstance(state["rng"], list) and len(state["rng"]) == 2
+
+
+def test_holdout_scores_feed_ensemble_search(synthetic_root, tmp_path, capsys):
+    from amanet_fast import ensemble
+
+    dirs = []
+    for stream in ("joint", "bone"):
+        wd = tmp_path / stream
+        extra = ["--stream", stream, "data.holdout_fraction=0.25", "train.epochs=1"]
+        assert run_cli(tiny_args(synthetic_root, wd, *extra), capsys)[0] == 0
+        dirs.append(wd)
+    with open(dirs[0] / "labels_holdout.pkl", "rb") as fh:
+        held_names, _ = pickle.load(fh)
+    with open(synthetic_root / "train_label.pkl", "rb") as fh:
+        train_names, _ = pickle.load(fh)
+    assert len(held_names) == 6 and set(held_names) <= set(train_names)
+    log = (dirs[0] / "log.txt").read_text()
+    assert "train 18, val 12, holdout 6 samples" in log  # held-out samples are not trained on
+    assert ensemble.main([str(d) for d in dirs] + ["--search", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["search"]["num_samples"] == 6 and rep["num_samples"] == NUM_VAL and len(rep["weights"]) == 2
