@@ -113,9 +113,13 @@ class JointFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape
-        parts = self.qkv(x).view(n, 3, self.heads, c // self.heads, t, v)
-        q, k, val = (parts[:, i].permute(0, 1, 4, 3, 2) for i in range(3))  # (N, H, V, T, D)
-        out = F.scaled_dot_product_attention(q, k, val)
+        h, d = self.heads, c // self.heads
+        parts = self.qkv(x).view(n, 3, h, d, t, v)
+        # 4D (N, H*V, T, D) copies on purpose: SDPA's fused kernels want the feature axis
+        # contiguous anyway, and inductor (torch 2.13) returns a wrongly shaped result for
+        # 5D SDPA inputs with these permuted strides (tests/model/test_backends.py).
+        q, k, val = (parts[:, i].permute(0, 1, 4, 3, 2).reshape(n, h * v, t, d) for i in range(3))
+        out = F.scaled_dot_product_attention(q, k, val).view(n, h, v, t, d)
         y = x + out.permute(0, 1, 4, 3, 2).reshape(n, c, t, v)
         y = F.pad(y, (0, 0, *self.pad))
         return F.relu(self.bn(self.conv(y)))
