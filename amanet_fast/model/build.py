@@ -179,7 +179,8 @@ def model_from_config(cfg: ModelConfig) -> SkeletonNet:
     )
     dp = None
     if cfg.dp:
-        dp = DataPreprocessing(layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims, cfg.in_channels)
+        dp = DataPreprocessing(layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims, cfg.in_channels,
+                               mask_missing=cfg.stream == "joint")
     model = SkeletonNet(layout, cfg.num_class, cfg.in_channels, cfg.num_person, cfg.channels, cfg.strides,
                         options, dp)
     model.config = cfg  # type: ignore[assignment]

@@ -20,6 +20,9 @@ Readings worth stating:
 - Missing joints (all coordinate channels exactly 0, as the prepared data
   writes them), missing frame joints o/r/c and degenerate frames
   (|x_r - x_o| or the orthogonal side component below `eps`) give 0, never NaN.
+  On the bone stream a zero vector is real data (the root's bone is always 0),
+  so `mask_missing=False` there and only the degenerate-frame rule applies
+  (padded frames still give 0: all their bones are 0).
 - Channels after the first `coord_dims` (Kinetics' OpenPose score) are not
   geometry: every derived group (relative, velocity, acceleration) carries the
   score through unchanged, so each group keeps C channels.
@@ -50,7 +53,8 @@ class DataPreprocessing(nn.Module):
     """(N, C, T, V, M) -> (N, G*C, T, V, M), groups [I, rel..., vel, acc] (eq. 8 order)."""
 
     def __init__(self, layout: SkeletonLayout, mode: str = "alien", scale: float = 1.2,
-                 coord_dims: int = 3, in_channels: int = 3, eps: float = 1e-6) -> None:
+                 coord_dims: int = 3, in_channels: int = 3, eps: float = 1e-6,
+                 mask_missing: bool = True) -> None:
         super().__init__()
         if mode not in DP_MODES:
             raise ValueError(f"dp_mode must be one of {DP_MODES}, got {mode!r}")
@@ -59,6 +63,7 @@ class DataPreprocessing(nn.Module):
         if "alien" in mode and not layout.parts:
             raise ValueError(f"dp_mode={mode!r} needs body parts, layout {layout.name!r} defines none")
         self.mode, self.scale, self.coord_dims, self.in_channels, self.eps = mode, scale, coord_dims, in_channels, eps
+        self.mask_missing = mask_missing
         self.center = layout.center
         origin, axis, side = [0] * layout.num_joints, [0] * layout.num_joints, [0] * layout.num_joints
         for part in layout.parts:
@@ -96,7 +101,9 @@ class DataPreprocessing(nn.Module):
         return torch.cat([coords, x[:, self.coord_dims:]], dim=1)
 
     def _present(self, coords: torch.Tensor) -> torch.Tensor:
-        """(N, 1, T, V, M) bool: the joint has any non-zero coordinate."""
+        """(N, 1, T, V, M) bool: the joint has any non-zero coordinate (all True without masking)."""
+        if not self.mask_missing:
+            return torch.ones_like(coords[:, :1], dtype=torch.bool)
         return (coords != 0).any(dim=1, keepdim=True)
 
     def center_relative(self, x: torch.Tensor) -> torch.Tensor:

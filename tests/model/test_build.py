@@ -98,7 +98,9 @@ def test_amanet_defaults_per_stream():
     cfg = build_model("amanet", "ntu60", **SMALL).config
     assert (cfg.dp, cfg.sfem, cfg.tfem, cfg.stfem, cfg.dp_mode, cfg.alpha, cfg.beta, cfg.group) == (
         True, True, True, True, "alien", 0.8, 0.8, 5)
-    assert build_model("amanet", "ntu60", stream="bone", **SMALL).dp is not None
+    bone_dp = build_model("amanet", "ntu60", stream="bone", **SMALL).dp
+    assert bone_dp is not None and not bone_dp.mask_missing
+    assert build_model("amanet", "ntu60", **SMALL).dp.mask_missing
     assert build_model("amanet", "ntu60", stream="joint_fused", **SMALL).dp is None
     msg = build_model("msg3d", "kinetics", **SMALL).config
     assert (msg.dp, msg.sfem, msg.tfem, msg.stfem, msg.coord_dims) == (False, False, False, False, 2)

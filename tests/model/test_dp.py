@@ -151,3 +151,18 @@ def test_bad_dp_arguments():
         DataPreprocessing(layout, "alien", coord_dims=4)
     with pytest.raises(ValueError, match=r"\(N, 3, T, V, M\)"):
         DataPreprocessing(layout)(torch.zeros(1, 2, 3, 25, 2))
+
+
+def test_bone_stream_keeps_root_anchored_parts():
+    """On bone data the root's zero vector is real: arms (axis = root) and trunk (origin = root) must map."""
+    from amanet_fast.streams import bone
+
+    layout = get_layout("ntu25")
+    x = bone(_skeleton(25, seed=8), layout)
+    masked = DataPreprocessing(layout, "alien", S).alien(x, pinv=False)
+    unmasked = DataPreprocessing(layout, "alien", S, mask_missing=False).alien(x, pinv=False)
+    assert torch.all(masked[:, :, :, [5, 1]] == 0)  # what joint-style masking would wrongly do
+    assert (unmasked[:, :, :, [5, 1]].abs().sum(dim=1) > 0).all()
+    assert torch.isfinite(unmasked).all()
+    assert torch.all(DataPreprocessing(layout, "alien", S, mask_missing=False).alien(
+        torch.zeros_like(x), pinv=False) == 0)
