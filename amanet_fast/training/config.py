@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "kernel_backend": "auto",
         "threads": None,  # torch intra-op threads per process
         "deterministic": False,
-        "progress": True,
+        "progress": True,  # tqdm bars on rank 0 when stderr is a terminal
         "tensorboard": True,
     },
     "eval": {

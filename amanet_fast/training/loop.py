@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ class Run:
             self.log.info("resolved config:\n%s", C.dump_yaml(cfg).rstrip())
             write_text_atomic(self.work_dir / "config.yaml", C.dump_yaml(cfg))
             import shlex
-            import sys
+
             write_text_atomic(self.work_dir / "command.txt", shlex.join([sys.executable, *self.argv]) + "\n")
         self.log.info(
             "backend: device %s, precision %s, torch.compile %s, kernel backend %s (requested %s), "
@@ -209,7 +210,8 @@ class Run:
         return scores, sum(g[2] for g in gathered) / max(len(ds), 1)
 
     def _progress(self, it: Any, desc: str) -> Any:
-        if not (self.ctx.is_main and self.cfg["runtime"]["progress"]):
+        # Bars only on an interactive terminal: in a redirected log they interleave with the log lines.
+        if not (self.ctx.is_main and self.cfg["runtime"]["progress"] and sys.stderr.isatty()):
             return it
         from tqdm import tqdm
 
