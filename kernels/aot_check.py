@@ -327,12 +327,14 @@ def compile_one(spec_name: str, arch: int) -> dict[str, Any]:
         cubin_name = compiled.metadata.name
         resources = _cubin_resources(compiled.asm["cubin"], cubin_name)
         ptxas = parse_ptxas_log(log.getvalue())
+        if "REG" not in resources:
+            raise RuntimeError(f"cuobjdump reported no register count for {cubin_name}: {resources}")
     except Exception as exc:  # every failure is reported per (spec, target), never swallowed
         row.update(ok=False, error=_short_error(exc), compile_s=round(time.perf_counter() - start, 3))
         return row
     row.update(
         ok=True, error=None, compile_s=round(time.perf_counter() - start, 3),
-        registers=resources.get("REG", ptxas.get("registers", 0)),
+        registers=resources["REG"],
         ptxas_registers=ptxas.get("registers"),
         shared_static=resources.get("SHARED", 0),
         shared_dynamic=int(compiled.metadata.shared),
@@ -409,6 +411,21 @@ def _list_spec_names_with_environment(spec_sources: Sequence[str]) -> list[str]:
 
 def _spec_names_in_fresh_process(spec_sources: list[str]) -> list[str]:
     return [s.name for s in load_specs(spec_sources)]
+
+
+def _tool_versions() -> dict[str, str]:
+    """The CUDA tools that produced the numbers (ptxas for sm_8x, ptxas-blackwell for sm_90)."""
+    from triton import knobs
+
+    versions = {}
+    for name, tool in (("ptxas", knobs.nvidia.ptxas), ("ptxas-blackwell", knobs.nvidia.ptxas_blackwell),
+                       ("cuobjdump", knobs.nvidia.cuobjdump)):
+        try:
+            out = subprocess.run([tool.path, "--version"], capture_output=True, text=True, check=True).stdout
+            versions[name] = out.strip().splitlines()[-1]
+        except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
+            versions[name] = f"unavailable: {exc}"
+    return versions
 
 
 @contextlib.contextmanager
@@ -490,6 +507,7 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
 
     return {
         "triton_version": triton.__version__,
+        "tools": _tool_versions(),
         "spec_sources": list(spec_sources),
         "targets": {f"sm_{t}": asdict(TARGETS[t]) for t in targets},
         "filter": name_filter,
@@ -560,6 +578,29 @@ def format_table(report: dict[str, Any], markdown: bool = False) -> str:
     return "\n".join([render(header), render(["-" * w for w in widths])] + [render(c) for c in lines])
 
 
+def format_summary(report: dict[str, Any]) -> str:
+    """Markdown: per kernel function and target, the range of registers and occupancy."""
+    targets = [int(t.removeprefix("sm_")) for t in report["targets"]]
+    kernels = list(dict.fromkeys(r.get("kernel") or "?" for r in report["results"]))
+    out = ["| kernel | " + " | ".join(f"sm_{t}" for t in targets) + " |", "|" + "---|" * (len(targets) + 1)]
+    for kernel in kernels:
+        cells = []
+        for arch in targets:
+            rows = [r for r in report["results"] if (r.get("kernel") or "?") == kernel and r["arch"] == arch]
+            built = [r for r in rows if r.get("ok")]
+            failing = sum(1 for r in rows if r["problems"])
+            if not built:
+                cells.append(f"{len(rows)} configs, none built")
+                continue
+            regs = [r["registers"] for r in built]
+            occ = [r["occupancy"] * 100 for r in built]
+            smem = max(r["shared_bytes"] for r in built) / KIB
+            cells.append(f"{len(rows)} configs: {min(regs)}-{max(regs)} reg, occupancy {min(occ):.0f}-{max(occ):.0f}%, "
+                         f"shared <= {smem:.0f} KiB, {failing} failing")
+        out.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def format_failures(report: dict[str, Any]) -> str:
     return "\n".join(f"FAIL sm_{r['arch']} {r['name']}: {p}" for r in report["results"] for p in r["problems"])
 
@@ -590,7 +631,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"{report['failures']} failing; wall {report['wall_s']:.0f} s with {report['jobs']} "
         f"processes (sum of compile times {report['sum_compile_s']:.0f} s).",
         "",
-        "Cells: registers/thread, shared memory/block (static + dynamic), theoretical "
+        "Tools: " + ", ".join(f"{k} {v}" for k, v in report.get("tools", {}).items()) + ".",
+        "",
+        format_summary(report),
+        "",
+        "Per config. Cells: registers/thread, shared memory/block (static + dynamic), theoretical "
         "occupancy (what limits it).",
         "",
         format_table(report, markdown=True),
