@@ -235,29 +235,27 @@ class LaunchConfig:
     num_stages: int = 1
 
 
-# Register tiles (BLOCK_G * BLOCK_F fp32 elements) and warps, chosen from the
-# sm_90 resource usage of every variant (cuobjdump --dump-resource-usage, see
-# docs/kernels.md): the largest tile that stays at <= ~140 registers with no
-# stack/spill. The backward with g >= 6 (longer unrolled key loop) spills with
-# 8 warps, so it takes a smaller tile on 4 warps. g = 16 needed > 160
-# registers in every tried config, hence MAX_TRITON_GROUP = 8.
-_FWD_TILE, _FWD_WARPS = 4096, 8
-_BWD_TILE, _BWD_WARPS = 4096, 8
-_BWD_TILE_WIDE_GROUP, _BWD_WARPS_WIDE_GROUP = 2048, 4
+# (register tile = BLOCK_G * BLOCK_F fp32 elements, num_warps) per group size,
+# picked from the ahead-of-time builds (python -m kernels.aot_check, see
+# docs/kernels.md): the largest tile that builds without spills or stack for
+# fp32/fp16/bf16 on sm_80, sm_86 and sm_90. ptxas is erratic here: e.g. the
+# backward at g=7 spills on sm_86 with (2048, 4) but not with (1024, 4); the
+# forward spills a few bytes with (4096, 8) at g=4 (sm_90) and g=8 (sm_86) and
+# with (2048, 8) at g=7 (sm_90, fp16/bf16).
+_FWD_CONFIG = {g: (2048, 8) for g in range(1, MAX_TRITON_GROUP + 1)} | {7: (1024, 8)}
+_BWD_CONFIG = {1: (4096, 8), 2: (4096, 8), 3: (4096, 8), 4: (4096, 8), 5: (4096, 8),
+               6: (2048, 4), 7: (1024, 4), 8: (2048, 4)}  # fmt: skip
 
 
 def launch_config(group: int, num_features: int, *, backward: bool) -> LaunchConfig:
-    """Config for one group size and feature count (F = J*D): BLOCK_F fills a
-    fixed register tile so any g keeps the same pressure, capped at F."""
+    """Config for one group size and feature count (F = J*D): BLOCK_F fills the
+    group's register tile, capped at F (small F gets 4 warps: fewer lanes idle)."""
+    if not 1 <= group <= MAX_TRITON_GROUP:
+        raise ValueError(f"{OP}: launch_config needs 1 <= group <= {MAX_TRITON_GROUP}, got {group}")
     block_g = triton.next_power_of_2(group)
-    if not backward:
-        tile, warps = _FWD_TILE, _FWD_WARPS
-    elif group >= 6:
-        tile, warps = _BWD_TILE_WIDE_GROUP, _BWD_WARPS_WIDE_GROUP
-    else:
-        tile, warps = _BWD_TILE, _BWD_WARPS
+    tile, warps = (_BWD_CONFIG if backward else _FWD_CONFIG)[group]
     block_f = max(16, min(tile // block_g, triton.next_power_of_2(num_features)))
-    if block_g * block_f < tile:  # small F: fewer warps than lanes would idle
+    if block_g * block_f < tile:
         warps = 4
     return LaunchConfig(group=group, block_g=block_g, block_f=block_f, num_warps=warps)
 
@@ -380,39 +378,48 @@ def frame_group_attention(
 
 _TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 # Groups and feature counts the model launches: TFEM groups of 3/5/8 frames
-# (all of 1..MAX_TRITON_GROUP are listed: the launcher accepts each);
-# F = J*D = C (per head, H=1) * J with C in 96..384 and J in 18..25.
+# (all of 1..MAX_TRITON_GROUP are listed: the launcher accepts each); one head
+# of F = C * J features, C in 96/192/384 and J in 18 (OpenPose), 20 (NW-UCLA),
+# 25 (NTU).
 AOT_GROUPS = tuple(range(1, MAX_TRITON_GROUP + 1))
-AOT_MIN_FEATURES = 18 * 96
+AOT_FEATURE_COUNTS = tuple(c * j for c in (96, 192, 384) for j in (18, 20, 25))
+
+
+def _kernel_signature(kind: str, tdt: str) -> dict[str, str]:
+    """Triton types of every non-constexpr argument, in the kernel's order."""
+    if kind == "fwd":
+        pointers, prefixes = ["Q", "K", "V", "O", "P"], ["q", "k", "v", "o"]
+    else:
+        pointers = ["Q", "K", "V", "DO", "P", "DS", "DQ", "DK", "DV"]
+        prefixes = ["q", "k", "v", "do", "dq", "dk", "dv"]
+    signature = {name: ("*fp32" if name in ("P", "DS") else f"*{tdt}") for name in pointers}
+    for prefix in prefixes:
+        for suffix in ("b", "h", "t", "i", "o"):
+            signature[f"s_{prefix}{suffix}"] = "i32"
+    signature.update({"H": "i32", "T": "i32", "INNER": "i32", "F": "i32", "scale": "fp32"})
+    return signature
 
 
 def aot_specs() -> list[KernelSpec]:
-    """Every (kernel, dtype, config) the launcher picks for g in AOT_GROUPS at
-    the model's feature counts (all >= AOT_MIN_FEATURES, so BLOCK_F is the
-    tile-limited value; smaller F only lowers BLOCK_F)."""
+    """Every (kernel, dtype, config) the launcher picks for g in AOT_GROUPS and
+    F in AOT_FEATURE_COUNTS (deduplicated: most F share the tile-limited BLOCK_F)."""
     specs: list[KernelSpec] = []
-    n_strides = {"fwd": 4, "bwd": 7}
     for kind, fn in (("fwd", _fga_fwd_kernel), ("bwd", _fga_bwd_kernel)):
+        configs = sorted(
+            {launch_config(g, f, backward=kind == "bwd") for g in AOT_GROUPS for f in AOT_FEATURE_COUNTS},
+            key=lambda c: (c.group, c.block_f),
+        )
         for torch_dtype, tdt in _TRITON_DTYPE.items():
-            for group in AOT_GROUPS:
-                cfg = launch_config(group, AOT_MIN_FEATURES, backward=kind == "bwd")
-                ptr_names = ["Q", "K", "V", "O", "P"] if kind == "fwd" else ["Q", "K", "V", "DO", "P", "DS", "DQ", "DK", "DV"]
-                signature = {n: ("*fp32" if n in ("P", "DS") else f"*{tdt}") for n in ptr_names}
-                stride_prefixes = ["q", "k", "v", "o"] if kind == "fwd" else ["q", "k", "v", "do", "dq", "dk", "dv"]
-                assert len(stride_prefixes) == n_strides[kind]
-                for pre in stride_prefixes:
-                    for suffix in ("b", "h", "t", "i", "o"):
-                        signature[f"s_{pre}{suffix}"] = "i32"
-                signature.update({"H": "i32", "T": "i32", "INNER": "i32", "F": "i32", "scale": "fp32"})
+            for cfg in configs:
                 specs.append(
                     KernelSpec(
-                        name=f"frame_group_{kind}[{tdt},g={group},BLOCK_F={cfg.block_f}]",
+                        name=f"frame_group_{kind}[{tdt},g={cfg.group},BLOCK_F={cfg.block_f},w={cfg.num_warps}]",
                         fn=fn,
-                        signature=signature,
+                        signature=_kernel_signature(kind, tdt),
                         constexprs={"GROUP": cfg.group, "BLOCK_G": cfg.block_g, "BLOCK_F": cfg.block_f},
                         num_warps=cfg.num_warps,
                         num_stages=cfg.num_stages,
-                        meta={"dtype": tdt, "group": group, "block_g": cfg.block_g, "block_f": cfg.block_f},
+                        meta={"dtype": tdt, "group": cfg.group, "block_g": cfg.block_g, "block_f": cfg.block_f},
                     )
                 )
     return specs

@@ -292,8 +292,8 @@ def test_aot_specs_cover_every_model_config_with_full_signatures():
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
     built = {(s.fn, s.meta["dtype"], tuple(sorted(s.constexprs.items())), s.num_warps) for s in specs}
-    for features in (18 * 96, 25 * 96, 25 * 192, 25 * 384):
-        for group in (3, 5, 8):
+    for features in (18 * 96, 20 * 96, 25 * 96, 25 * 192, 18 * 384, 25 * 384):
+        for group in range(1, fga_module.MAX_TRITON_GROUP + 1):
             for backward, fn in ((False, fga_module._fga_fwd_kernel), (True, fga_module._fga_bwd_kernel)):
                 cfg = fga_module.launch_config(group, features, backward=backward)
                 constexprs = tuple(sorted({"GROUP": group, "BLOCK_G": cfg.block_g, "BLOCK_F": cfg.block_f}.items()))
