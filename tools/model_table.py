@@ -85,15 +85,24 @@ def render(rows: dict[str, tuple[int, int]]) -> str:
         f"(range {min(mac_ratios):.2f}–{max(mac_ratios):.2f}).",
         f"Our MS-G3D baseline is {base_params:,} parameters (MS-G3D's own code: 3,194,595) and "
         f"{base_flops / 1e9:.2f} GFLOPs = {base_flops / 2e9:.2f} GMACs; the paper reports 29.95G.",
-        "The paper's figures are therefore multiply-accumulates (MACs) labelled FLOPs: they sit near our",
-        "MAC counts, and about half our FLOP counts. The remaining gap is of the size one would get from",
-        "a counter that skips some ops (e.g. the einsum graph aggregations, which profilers such as",
-        "thop do not see) or counts BatchNorm/ReLU; the paper does not say which tool it used.",
+        _flops_verdict(statistics.median(mac_ratios), statistics.median(flop_ratios)),
         "",
         _params_verdict(rows),
         "",
     ]
     return "\n".join(lines)
+
+
+def _flops_verdict(mac_ratio: float, flop_ratio: float) -> str:
+    """Which unit the paper's "FLOPs" are in, judged from how close each reading is to 1."""
+    if abs(mac_ratio - 1) < 0.25 and abs(mac_ratio - 1) < abs(flop_ratio - 1):
+        return ("The paper's figures are therefore multiply-accumulates (MACs) labelled FLOPs: they sit near "
+                "our MAC counts and at about half our FLOP counts. The remaining few-percent gap is of the size "
+                "a counter that skips or adds some ops (einsum aggregations, BatchNorm) would give; the paper "
+                "does not name its tool.")
+    if abs(flop_ratio - 1) < 0.25:
+        return "The paper's figures match our FLOP counts (2 per multiply-add): they are FLOPs."
+    return "Neither reading matches the paper's figures within 25%: their unit cannot be told from these counts."
 
 
 def _params_verdict(rows: dict[str, tuple[int, int]]) -> str:
