@@ -89,6 +89,20 @@ def render(rows: dict[str, tuple[int, int]]) -> str:
         "",
         _params_verdict(rows),
         "",
+        "## Readings behind the rows (details in the module docstrings)",
+        "",
+        "- Widths: SFEM and FF attend at full module width (SFEM's residual is V, eq. 10); JF's q/k/v are full",
+        "  width and its (R x 1) conv, R = g, carries stride and channel change; STFEM attends at 1/4 of its",
+        "  input width (raw 3..16-channel inputs keep theirs) with one (1, τ, 1) collapse per window size.",
+        "  Heads = width // 24 (FF: one head, the frame's J*C vector is the token).",
+        "- \"k = 1\" rows use num_*_scales = 1 (Table 4 names MS-G3D's 13-scale GCN \"k = 13\").",
+        "- \"JF+MS-TCN\" uses jf_kernel = 1: with R = 5 it would be 3.6M against the paper's 3.1M.",
+        "- \"FF+MS-TCN\": FF at the input width, then an MS-TCN carrying stride and channel change.",
+        "- Table 9 \"SFEM-TFEM\" is the full AMANet (DP + SFEM + TFEM + STFEM); \"TFEM-SFEM\" moves SFEM",
+        "  behind TFEM, at the block's output width.",
+        "- DP (12 channels) enters the first block like MS-G3D's 3-channel input: its G3D lifts straight to",
+        "  the block's width.",
+        "",
     ]
     return "\n".join(lines)
 
