@@ -52,8 +52,18 @@ def _cpu_peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
+@pytest.fixture
+def one_thread():
+    """CPU peers run single-threaded: on a small shared box, 2 intra-op threads over-subscribe and time
+    varies by 10x between runs (measured); one thread gives repeatable numbers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield 1
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-def test_train_step_cpu_small(benchmark, arch):
+def test_train_step_cpu_small(benchmark, arch, one_thread):
     s = CPU_SHAPE
     step, n_params = _make_step(arch, torch.device("cpu"), s["batch"], s["frames"], s["channels"], False, None)
     step()  # warm-up (allocations, first-call overheads)
@@ -61,7 +71,7 @@ def test_train_step_cpu_small(benchmark, arch):
     benchmark.extra_info.update(
         op="train_step", mode="fwd+bwd+sgd", peer=arch, arch=arch,  # both eager: the ratio table compares archs by name
         shape=f"N={s['batch']} C=3 T={s['frames']} V=25 M=2", channels=list(s["channels"]), dtype="fp32",
-        device="cpu", params=n_params,
+        device="cpu", threads=one_thread, params=n_params,
     )
     benchmark.pedantic(step, rounds=3, iterations=1)
     benchmark.extra_info["peak_mem_MiB"] = _cpu_peak_rss_mib()
