@@ -239,8 +239,16 @@ def run_case(benchmark, case: Case, peer: str, mode: str) -> None:
     fn = build_peer(case, peer, mode)
     inputs = make_inputs(case)
     step = make_step(fn, mode, inputs)
-    for _ in range(WARMUP_CALLS):  # compile, autotune, allocator warm-up: not timed
-        step()
+    for call in range(WARMUP_CALLS):  # compile, autotune, allocator warm-up: not timed
+        if peer == "flex" and call == 0:
+            try:
+                step()
+            except Exception as error:  # FlexAttention's shape support varies by release
+                first_line = (str(error).strip().splitlines() or [""])[0][:200]
+                pytest.skip(f"FlexAttention cannot run this case on torch {torch.__version__}: "
+                            f"{type(error).__name__}: {first_line}")
+        else:
+            step()
     peak, over_inputs, note = peak_memory_mib(step)
     benchmark.group = f"{case.id} {mode} {DEVICE}"
     benchmark.extra_info.update(
@@ -292,6 +300,16 @@ def test_window_peers_agree_with_reference(window):
     torch.testing.assert_close(sdpa_window(q, k, v, bias, window, scale), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not CUDA, reason="FlexAttention runs on CUDA here")
+@pytest.mark.parametrize("window", [5, 1])
+def test_flex_peer_agrees_with_reference(window):
+    case = Case("window", 1, 2, 7, 5, 16, window, torch.float32)
+    q, k, v, bias = make_inputs(case)
+    scale = case.D**-0.5
+    ref = window_attention_reference(q, k, v, bias, window, scale)
+    torch.testing.assert_close(flex_window(q, k, v, bias, window, scale), ref, rtol=2e-3, atol=2e-3)
+
+
 @pytest.mark.parametrize("T", [10, 7])
 def test_frame_group_sdpa_peer_agrees_with_reference(T):
     case = Case("frame_group", 1, 2, T, 3, 4, 5, torch.float32)
@@ -299,3 +317,21 @@ def test_frame_group_sdpa_peer_agrees_with_reference(T):
     scale = (case.J * case.D) ** -0.5
     ref = frame_group_attention_reference(q, k, v, 5, scale)
     torch.testing.assert_close(sdpa_frame_group(q, k, v, 5, scale), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_summary_reads_ratios_off_a_group():
+    from benchmarks.conftest import summarize
+
+    records = [
+        {"group": "case A", "median_s": 2.0, "min_s": 1.0, "extra_info": {"peer": "eager", "min_bytes": 4e9}},
+        {"group": "case A", "median_s": 0.5, "min_s": 0.5, "extra_info": {"peer": "triton", "min_bytes": 4e9}},
+        {"group": "case A", "median_s": 1.0, "min_s": 1.0, "extra_info": {"peer": "sdpa"}},
+        {"group": "other", "median_s": 1.0, "extra_info": {}},  # no peer: not part of the table
+    ]
+    (entry,) = summarize(records)
+    rows = {row["peer"]: row for row in entry["peers"]}
+    assert [row["peer"] for row in entry["peers"]] == ["triton", "sdpa", "eager"]  # fastest first
+    assert rows["triton"]["speedup_vs_eager"] == 4.0 and rows["triton"]["speedup_vs_eager_by_min"] == 2.0
+    assert rows["sdpa"]["time_vs_triton"] == 2.0
+    assert rows["triton"]["GB_per_s_at_min_traffic"] == 8.0
+    assert rows["sdpa"]["GB_per_s_at_min_traffic"] is None
