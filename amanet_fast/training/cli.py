@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.checkpoint:
                 parser.error("--eval-only needs --checkpoint PATH")
             # The model is defined by the checkpoint's own config; the command line may override run-time keys.
-            saved = load_checkpoint(args.checkpoint, map_location="cpu")["config"]
+            saved = dict(load_checkpoint(args.checkpoint, map_location="cpu")["config"])
+            saved["work_dir"] = None  # never write into the training run's dir by default: CKPT_DIR/eval
             cfg = C.resolve_config(args, base=saved)
             from .loop import evaluate_checkpoint
 

@@ -174,6 +174,9 @@ class Run:
         n_params = sum(p.numel() for p in model.parameters())
         self.log.info("model: %s (%s) with %s parameters", self.cfg["model"]["arch"], type(model).__name__,
                       f"{n_params:,}")
+        model_cfg = getattr(model, "config", None)
+        if hasattr(model_cfg, "to_dict"):
+            self.log.info("model config: %s", model_cfg.to_dict())
         return model
 
     def autocast(self) -> contextlib.AbstractContextManager:

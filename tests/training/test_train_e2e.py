@@ -46,10 +46,10 @@ def test_demo_command_end_to_end(synthetic_root, tmp_path):
     assert load_checkpoint(wd / "latest.pt")["epoch"] == 2
 
     # --eval-only on the final checkpoint reproduces the final evaluation exactly.
-    ev = tmp_path / "eval"
-    proc = run_subprocess(["train.py", "--eval-only", "--checkpoint", str(wd / "latest.pt"), "--work-dir", str(ev),
-                           "runtime.threads=1"])
+    ev = wd / "eval"  # default for --eval-only: next to the checkpoint, the training results stay as they are
+    proc = run_subprocess(["train.py", "--eval-only", "--checkpoint", str(wd / "latest.pt"), "runtime.threads=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((wd / "results.json").read_text())["mode"] == "train"
     res_ev = json.loads((ev / "results.json").read_text())
     assert res_ev["mode"] == "eval" and res_ev["top1"] == res["top1"] and res_ev["epoch"] == 2
     with open(ev / "scores_val.pkl", "rb") as fh:
