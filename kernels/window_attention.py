@@ -3,29 +3,35 @@ per-frame joint attention, eq. 10): Triton kernels, launcher, autograd.Function
 and the thin public function, side by side.
 
 Design (SPEC §2.1, §2.3):
-- One program owns one window: its `window*J <= 128` tokens fit one tile, so the
-  softmax is single-pass (no online rescaling). Tokens are padded to a power of
-  two; only PADDING tokens (index >= window*J) are masked. Frames past T load as
-  zeros and stay unmasked, exactly like zero-padding then unfolding.
-- q, k, v are read through their own strides (the model passes a permuted view;
-  copying it would double the memory traffic). The head dim is walked in chunks
-  of 16 or 32 so D=96 costs 3x32 columns, not a 128-wide padded tile.
-- fp32 inputs use `input_precision="ieee"` in every tl.dot: the fp32 path is the
-  exact one (matches the eager reference to ~1e-6); GPUs would otherwise use
-  tf32 (~1e-3). fp16/bf16 feed tensor cores with fp32 accumulation; P and dS are
+- One program owns one window: its `window*J <= 128` keys fit one tile, so the
+  softmax is single-pass (no online rescaling). Queries are walked BLOCK_M=32 at
+  a time against all keys, which bounds the live score tile at 128 x 32. Tokens
+  are padded to a power of two; only PADDING tokens (index >= window*J) are
+  masked. Frames past T load as zeros and stay unmasked, exactly like
+  zero-padding then unfolding.
+- q, k, v (and the output gradient) are read through their own strides: the
+  model passes a permuted view and copying it would double the memory traffic.
+  The head dim is padded to a power of two >= 16 (tl.dot minimum on GPU).
+- The bias is added as a matmul: (bias rows of the query joints) @ one_hot(key
+  joints). A direct (queries x keys) gather would cost an address register per
+  score. fp16/bf16 split the fp32 bias into hi + lo halves (~fp32 exact).
+- fp32 inputs use `input_precision="ieee"` in every tl.dot (FP32_DOT_PRECISION):
+  the fp32 path is the exact one (~1e-6 from the eager reference); the GPU
+  default tf32 would leave ~1e-3 errors. fp16/bf16 feed tensor cores with fp32 accumulation; P and dS are
   rounded to the input dtype before their matmuls (as in flash attention).
 - Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
-  delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta).
+  delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta). It works on the
+  transposed scores (keys as rows) so dV = P^T dO and dK = dS^T Q need no
+  transpose and accumulate over query blocks in registers.
 - Each frame lies in up to `window` windows, so dq/dk/dv sum over windows. The
   sum is DETERMINISTIC and atomic-free: the backward runs `window` launches
   ("phases"); phase r handles anchors t = r, r+window, ... whose windows are
   disjoint, so each program read-modify-writes fp32 rows nobody else touches in
   that launch. Phase 0 covers every frame once and plain-stores (no zero fill).
-- dbias folds dS onto (J, J) with a one-hot (tokens x joints) matrix through
-  tl.dot, accumulated over a block of anchors per program; the per-program
-  (J, J) partials are summed by torch afterwards (deterministic). The fold uses
-  ieee for fp32 inputs and tf32 for fp16/bf16 inputs (fp32 range for dS, no
-  fp16 underflow). It is compiled out when bias does not require grad.
+- dbias folds dS onto (J, J) with one-hot (tokens x joints) matrices through
+  tl.dot (hi + lo halves of dS for fp16/bf16, ieee for fp32), accumulated over
+  a block of anchors per program; the per-program (J, J) partials are summed by
+  torch afterwards (deterministic). Compiled out when bias needs no grad.
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ from .reference import window_attention_reference
 OP = "window_attention"
 MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softmax)
 BLOCK_M_QUERIES = 32
+# fp32 inputs: "ieee" dots, the exact path (matches the eager reference to ~1e-6
+# in the interpreter). The GPU default tf32 would leave ~1e-3 errors; "tf32x3"
+# (~fp32 on tensor cores) spilled far more in the AOT sm_90 build (1.6 KB vs
+# 0.16 KB per thread, forward, D=32). The interpreter ignores the setting.
+FP32_DOT_PRECISION = "ieee"
 LOG2E = tl.constexpr(1.4426950408889634)
 
 logger = logging.getLogger("kernels")
@@ -68,6 +79,20 @@ def _token_layout(first_token, J, window, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _token_offsets(t, step, joint, first_token, stride_t, stride_j, BLOCK: tl.constexpr, AFFINE: tl.constexpr):
+    """Memory offsets of tokens first_token.. of the window anchored at t.
+    AFFINE (stride_t == J * stride_j, true of the model's layout and of contiguous
+    tensors): written as t*stride_t + token*stride_j so that, with the JIT's
+    unit-stride specialization, the compiler sees tokens as contiguous and
+    coalesces along them; otherwise frame*stride_t + joint*stride_j."""
+    if AFFINE:
+        offsets = t * stride_t + (first_token + tl.arange(0, BLOCK)) * stride_j
+    else:
+        offsets = (t + step) * stride_t + joint * stride_j
+    return offsets
+
+
+@triton.jit
 def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_joint, J, inv_scale,
               BLOCK_J: tl.constexpr, DOT_PRECISION: tl.constexpr, DTYPE: tl.constexpr):
     """acc[r, c] += bias[row_joint[r], col_joint[c]] / scale, as a matmul: the bias
@@ -89,7 +114,7 @@ def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "T", "J", "D", "window"])
 def _window_attention_fwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr,
     stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
@@ -99,7 +124,7 @@ def _window_attention_fwd_kernel(
     stride_ob, stride_oh, stride_ot, stride_os, stride_oj, stride_od,
     H, T, J, D, window, scale,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, AFFINE: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     # Anchor t varies fastest so neighbouring programs share frames in L2.
@@ -116,10 +141,10 @@ def _window_attention_fwd_kernel(
     k_in_seq = k_is_token & (k_frame < T)  # frames past T: zero keys, still unmasked
     kv_mask = k_in_seq[:, None] & d_ok[None, :]
     k = tl.load(k_ptr + b * stride_kb + h * stride_kh
-                + (k_frame * stride_kt + k_joint * stride_kj)[:, None] + d[None, :] * stride_kd,
+                + _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_kd,
                 mask=kv_mask, other=0.0)
     v = tl.load(v_ptr + b * stride_vb + h * stride_vh
-                + (k_frame * stride_vt + k_joint * stride_vj)[:, None] + d[None, :] * stride_vd,
+                + _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_vd,
                 mask=kv_mask, other=0.0)
     q_base = q_ptr + b * stride_qb + h * stride_qh
     o_base = out_ptr + b * stride_ob + h * stride_oh + t.to(tl.int64) * stride_ot
@@ -128,7 +153,7 @@ def _window_attention_fwd_kernel(
     for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: not unrolled, skips padding blocks
         q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
         q_frame = t + q_step
-        q = tl.load(q_base + (q_frame * stride_qt + q_joint * stride_qj)[:, None] + d[None, :] * stride_qd,
+        q = tl.load(q_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_qd,
                     mask=(q_is_token & (q_frame < T))[:, None] & d_ok[None, :], other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, J, 1.0 / scale,
@@ -139,7 +164,7 @@ def _window_attention_fwd_kernel(
         p = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
         p = p * (1.0 / tl.sum(p, axis=1))[:, None]
         out = tl.dot(p.to(DTYPE), v, input_precision=DOT_PRECISION)
-        tl.store(o_base + (q_step * stride_os + q_joint * stride_oj)[:, None] + d[None, :] * stride_od,
+        tl.store(o_base + _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, True)[:, None] + d[None, :] * stride_od,
                  out.to(out_ptr.dtype.element_ty), mask=q_is_token[:, None] & d_ok[None, :])
 
 
@@ -152,7 +177,8 @@ def _add_rows(ptrs, value, mask, accumulate):
     tl.store(ptrs, value, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "T", "J", "D", "window", "phase", "anchors_per_program",
+                               "programs_per_head", "accumulate"])
 def _window_attention_bwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, dq_ptr, dk_ptr, dv_ptr, dbias_partial_ptr,
     stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
@@ -163,7 +189,7 @@ def _window_attention_bwd_kernel(
     stride_gb, stride_gh, stride_gt, stride_gj, stride_gd,
     H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, accumulate,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, AFFINE: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -194,10 +220,10 @@ def _window_attention_bwd_kernel(
         k_frame = t + k_step
         k_in_seq = k_is_token & (k_frame < T)
         kv_mask = k_in_seq[:, None] & d_ok[None, :]
-        k_rows = k_frame * stride_gt + k_joint * stride_gj
-        k = tl.load(k_base + (k_frame * stride_kt + k_joint * stride_kj)[:, None] + d[None, :] * stride_kd,
+        k_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
+        k = tl.load(k_base + _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_kd,
                     mask=kv_mask, other=0.0)
-        v = tl.load(v_base + (k_frame * stride_vt + k_joint * stride_vj)[:, None] + d[None, :] * stride_vd,
+        v = tl.load(v_base + _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_vd,
                     mask=kv_mask, other=0.0)
         dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -207,11 +233,11 @@ def _window_attention_bwd_kernel(
             q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
             q_frame = t + q_step
             q_in_seq = q_is_token & (q_frame < T)
-            q = tl.load(q_base + (q_frame * stride_qt + q_joint * stride_qj)[:, None] + d[None, :] * stride_qd,
+            q = tl.load(q_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_qd,
                         mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
             # Every token of the window has an output gradient, frames past T included.
             do = tl.load(do_base + t.to(tl.int64) * stride_dot
-                         + (q_step * stride_dos + q_joint * stride_doj)[:, None] + d[None, :] * stride_dod,
+                         + _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_dod,
                          mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             acc = _add_bias(acc, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
@@ -239,7 +265,7 @@ def _window_attention_bwd_kernel(
                 ds = ds_hi
             dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
             dq = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION) * scale
-            _add_rows(dq_ptr + g_base + (q_frame * stride_gt + q_joint * stride_gj)[:, None] + d[None, :] * stride_gd,
+            _add_rows(dq_ptr + g_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)[:, None] + d[None, :] * stride_gd,
                       dq, q_in_seq[:, None] & d_ok[None, :], accumulate)
         g_offsets = g_base + k_rows[:, None] + d[None, :] * stride_gd
         _add_rows(dk_ptr + g_offsets, dk * scale, kv_mask, accumulate)
@@ -248,7 +274,7 @@ def _window_attention_bwd_kernel(
     if COMPUTE_DBIAS:
         # Fold the key axis too: one_hot^T @ fold is dbias^T (key joint x query joint).
         k_one_hot = (k_joint[:, None] == jj[None, :]).to(tl.float32)
-        partial_t = tl.dot(tl.trans(k_one_hot), dbias_fold, input_precision="ieee")  # once per program
+        partial_t = tl.dot(tl.trans(k_one_hot), dbias_fold, input_precision="tf32x3")  # ~fp32 on tensor cores
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
                  + jj[None, :] * BLOCK_J + jj[:, None], partial_t)
 
@@ -266,17 +292,18 @@ class WindowLaunchConfig:
     num_warps: int
     num_stages: int
 
-    def fwd_constexprs(self) -> dict[str, object]:
+    def fwd_constexprs(self, affine: bool) -> dict[str, object]:
         return {
             "BLOCK_N": self.block_n,
             "BLOCK_M": self.block_m,
             "BLOCK_J": self.block_j,
             "BLOCK_D": self.block_d,
             "DOT_PRECISION": self.dot_precision,
+            "AFFINE": bool(affine),
         }
 
-    def bwd_constexprs(self, compute_dbias: bool) -> dict[str, object]:
-        return {**self.fwd_constexprs(), "COMPUTE_DBIAS": bool(compute_dbias)}
+    def bwd_constexprs(self, affine: bool, compute_dbias: bool) -> dict[str, object]:
+        return {**self.fwd_constexprs(affine), "COMPUTE_DBIAS": bool(compute_dbias)}
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -299,7 +326,7 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         block_m=min(block_n, BLOCK_M_QUERIES),
         block_j=_pow2_at_least_16(J),
         block_d=_pow2_at_least_16(D),
-        dot_precision="ieee" if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
+        dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
         num_warps=8 if block_n >= 128 else 4,  # a 128-key window: 8 warps spill least (AOT sm_90)
         num_stages=1,
     )
@@ -327,6 +354,12 @@ def _bias_fp32(bias: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     return bias32, (bias32.stride(0), bias32.stride(1), bias32.stride(2))
 
 
+def _tokens_affine(x: torch.Tensor, frame_dim: int) -> bool:
+    """Whether (frame, joint) merge into one token axis: stride(frame) == J * stride(joint)
+    (a single frame merges trivially)."""
+    return x.shape[frame_dim] == 1 or x.stride(frame_dim) == x.shape[frame_dim + 1] * x.stride(frame_dim + 1)
+
+
 def _window_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int, scale: float
 ) -> torch.Tensor:
@@ -336,12 +369,13 @@ def _window_forward(
     # Channel-major storage (B, H, D, T, window, J) viewed as (B, H, T, window, J, D):
     # the model's (N, C, T, window, V) view of it is free and stores are coalesced.
     out = torch.empty((B, H, D, T, window, J), device=q.device, dtype=q.dtype).permute(0, 1, 3, 4, 5, 2)
+    affine = all(_tokens_affine(x, 2) for x in (q, k, v))
     grid = (T * B * H,)
     _window_attention_fwd_kernel[grid](
         q, k, v, bias32, out,
         *q.stride(), *k.stride(), *v.stride(), *bias_strides, *out.stride(),
         H, T, J, D, window, scale,
-        **cfg.fwd_constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **cfg.fwd_constexprs(affine), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out
 
@@ -372,13 +406,14 @@ def _window_backward(
         )
     else:
         partials = torch.empty((window, 1), device=q.device, dtype=torch.float32)  # never written
+    affine = all(_tokens_affine(x, 2) for x in (q, k, v)) and _tokens_affine(dout, 3)
     grid = (programs_per_head * B * H,)
     for phase in range(window):
         _window_attention_bwd_kernel[grid](
             q, k, v, bias32, dout, dq32, dk32, dv32, partials[phase],
             *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq32.stride(),
             H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, int(phase > 0),
-            **cfg.bwd_constexprs(compute_dbias), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            **cfg.bwd_constexprs(affine, compute_dbias), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
     if q.dtype == torch.float32:
         dq, dk, dv = dq32, dk32, dv32
@@ -442,9 +477,34 @@ def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
     return signature
 
 
+def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: int = 4, T: int = 300) -> dict[str, int]:
+    """Stride values the launcher passes for the model's layout (q, k, v and the
+    output gradient channel-major, as the model's (N, C, T, V) activations give
+    them), so the AOT build sees the JIT's unit-stride/divisibility specialization."""
+    def qkv_strides():
+        return torch.empty((2, heads * D, T, J), device="meta").view(2, heads, D, T, J).permute(0, 1, 3, 4, 2).stride()
+
+    out_strides = torch.empty((2, heads, D, T, window, J), device="meta").permute(0, 1, 3, 4, 5, 2).stride()
+    ints = {}
+    for name in "qkv":
+        ints.update(zip((f"stride_{name}{a}" for a in "bhtjd"), qkv_strides()))
+    ints.update(zip(("stride_bias_h", "stride_bias_r", "stride_bias_c"), (J * J, J, 1)))
+    if kernel_label.endswith("fwd"):
+        ints.update(zip((f"stride_o{a}" for a in "bhtsjd"), out_strides))
+    else:
+        ints.update(zip((f"stride_do{a}" for a in "bhtsjd"), out_strides))
+        grad_strides = torch.empty((3, 2, heads, D, T, J), device="meta").permute(0, 1, 2, 4, 5, 3)[0].stride()
+        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), grad_strides))
+    return ints
+
+
 def aot_specs() -> list[KernelSpec]:
     """Every (kernel, dtype, config) the launcher can pick for windows {1,3,5},
-    J {18,20,25}, D {8..96}: the input of the ahead-of-time build check."""
+    J {18,20,25}, D {8..96}: the input of the ahead-of-time build check.
+    AFFINE=True builds carry the JIT specialization of the model's layout (unit
+    joint strides); AFFINE=False is the arbitrary-strides path, unspecialized."""
+    from .aot_check import specialize_like_jit  # only needed here; keeps the op import light
+
     specs: dict[tuple, KernelSpec] = {}
     dtype_names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
     for dtype in _AOT_DTYPES:
@@ -452,18 +512,20 @@ def aot_specs() -> list[KernelSpec]:
             for J in _AOT_JOINTS:
                 for D in _AOT_HEAD_DIMS:
                     cfg = _launch_config(dtype, window, J, D)
-                    variants = [("window_attention_fwd", _window_attention_fwd_kernel, cfg.fwd_constexprs())]
-                    for compute_dbias in (True, False):
-                        variants.append(
-                            ("window_attention_bwd", _window_attention_bwd_kernel, cfg.bwd_constexprs(compute_dbias))
-                        )
+                    variants = []
+                    for affine in (True, False):
+                        variants.append(("window_attention_fwd", _window_attention_fwd_kernel,
+                                         cfg.fwd_constexprs(affine)))
+                        for compute_dbias in (True, False):
+                            variants.append(("window_attention_bwd", _window_attention_bwd_kernel,
+                                             cfg.bwd_constexprs(affine, compute_dbias)))
                     for label, fn, constexprs in variants:
                         key = (label, dtype, tuple(sorted(constexprs.items())), cfg.num_warps, cfg.num_stages)
                         if key in specs:
                             specs[key].meta["shapes"].append((window, J, D))
                             continue
                         knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
-                        specs[key] = KernelSpec(
+                        spec = KernelSpec(
                             name=f"{label}[{dtype_names[dtype]},{knobs},warps={cfg.num_warps}]",
                             fn=fn,
                             signature=_signature(fn, dtype),
@@ -472,6 +534,9 @@ def aot_specs() -> list[KernelSpec]:
                             num_stages=cfg.num_stages,
                             meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)]},
                         )
+                        if constexprs["AFFINE"]:
+                            spec = specialize_like_jit(spec, _model_layout_ints(label, window, J, D))
+                        specs[key] = spec
     return list(specs.values())
 
 

@@ -69,7 +69,7 @@ class Case:
     H: int = 2
     B: int = 1
     per_head_bias: bool = True
-    layout: str = "model"  # "model" (permuted view), "contiguous", "strided" (non-dense slice)
+    layout: str = "model"  # "model" (permuted view), "contiguous", "strided" (non-dense, T/J not mergeable)
     dtype: torch.dtype = torch.float32
     bias_dtype: torch.dtype = torch.float32
 
@@ -87,7 +87,9 @@ def make_inputs(case: Case, seed: int = 0, device: str = DEVICE):
         if case.layout == "model":
             x = model_layout(torch.randn(B, H * D, T, J, generator=gen), H)
         elif case.layout == "strided":
-            x = torch.randn(B, H, T, J, 2 * D, generator=gen)[..., ::2]  # D stride 2: not dense
+            # Slice of a wider tensor: D stride 2 and stride(T) != J * stride(J), so frame
+            # and joint do not merge into one token axis (the kernel's non-AFFINE path).
+            x = torch.randn(B, H, T, J + 3, 2 * D, generator=gen)[:, :, :, :J, ::2]
         else:
             x = torch.randn(B, H, T, J, D, generator=gen)
         return x.to(device=device, dtype=case.dtype)
@@ -145,7 +147,7 @@ def test_zero_frames_take_softmax_mass_not_masked():
 # --------------------------------------------------------------------------- Triton vs eager
 
 TRITON_CASES = [
-    # fp32: exact path (ieee dots), tolerance 1e-4
+    # fp32: the exact path (ieee dots on GPU), tolerance 1e-4
     Case(window=1, T=3, J=18, D=24),
     Case(window=3, T=2, J=25, D=5, per_head_bias=False),  # T < window, odd D
     Case(window=5, T=3, J=25, D=24, layout="contiguous"),  # 125 tokens -> 128 tile, T < window
@@ -160,6 +162,8 @@ TRITON_CASES = [
 
 def _assert_triton_matches_eager(case: Case, need=(True, True, True, True), seed: int = 1):
     q, k, v, bias = make_inputs(case, seed=seed)
+    # The kernels' AFFINE (merged frame/joint) path serves model and contiguous layouts.
+    assert wa_module._tokens_affine(q, 2) == (case.layout != "strided")
     scale = case.D ** -0.5
     dout = torch.randn(case.B, case.H, case.T, case.window, case.J, case.D, generator=torch.Generator().manual_seed(seed + 1))
     dout = dout.to(device=q.device, dtype=case.dtype)
@@ -287,22 +291,33 @@ def test_aot_specs_cover_every_launch_config():
     specs = wa_module.aot_specs()
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
-    by_key = {(s.fn.__name__, s.meta["dtype"], tuple(sorted(s.constexprs.items())), s.num_warps) for s in specs}
+    by_key = {}
     for spec in specs:
         params = inspect.signature(spec.fn.fn).parameters.values()  # JITFunction or InterpretedFunction
-        constexpr_names = {p.name for p in params if "constexpr" in str(p.annotation)}
-        assert set(spec.constexprs) == constexpr_names, spec.name
-        assert list(spec.signature) == [p.name for p in params if p.name not in constexpr_names], spec.name
+        declared_constexprs = {p.name for p in params if "constexpr" in str(p.annotation)}
+        # Every parameter is typed exactly once; specialized unit strides become constexpr 1.
+        assert set(spec.signature) | set(spec.constexprs) == {p.name for p in params}, spec.name
+        assert not set(spec.signature) & set(spec.constexprs), spec.name
+        assert declared_constexprs <= set(spec.constexprs), spec.name
         assert set(spec.signature.values()) <= {"*fp32", "*fp16", "*bf16", "i32", "fp32"}, spec.name
+        if spec.constexprs["AFFINE"]:
+            assert spec.constexprs["stride_qj"] == 1 and "stride_qt" in spec.signature  # model layout
+        else:
+            assert "stride_qj" in spec.signature  # arbitrary strides stay runtime values
+        key = {k: v for k, v in spec.constexprs.items() if k in declared_constexprs}
+        by_key[(spec.fn.__name__, spec.meta["dtype"], tuple(sorted(key.items())), spec.num_warps)] = spec
     for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
         for window in (1, 3, 5):
             for J in (18, 20, 25):
                 for D in (8, 16, 24, 32, 48, 64, 96):
                     cfg = wa_module._launch_config(dtype, window, J, D)
-                    wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs())]
-                    wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(flag)) for flag in (True, False)]
-                    for kernel, constexprs in wanted:
-                        assert (kernel, label, tuple(sorted(constexprs.items())), cfg.num_warps) in by_key
-    q_types = {s.signature["q_ptr"] for s in specs}
-    assert q_types == {"*fp32", "*fp16", "*bf16"}
-    assert all(s.signature["bias_ptr"] == "*fp32" for s in specs)
+                    for affine in (True, False):
+                        wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs(affine))]
+                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(affine, flag))
+                                   for flag in (True, False)]
+                        for kernel, constexprs in wanted:
+                            key = (kernel, label, tuple(sorted(constexprs.items())), cfg.num_warps)
+                            assert key in by_key, key
+                            spec = by_key[key]
+                            want_q = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}[label]
+                            assert spec.signature["q_ptr"] == want_q and spec.signature["bias_ptr"] == "*fp32"
