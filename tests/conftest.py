@@ -12,6 +12,9 @@ import torch
 # before any test module imports `kernels`.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # The tests run many tiny ops: on a 2-core CI box one intra-op thread avoids
+    # OpenMP spin contention (measured 100x slower small forwards with two).
+    torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
