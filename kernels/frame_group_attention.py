@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 import triton.language as tl
 
 from ._checks import check_positive_int, check_qkv, choose_backend, resolve_scale
@@ -342,6 +343,7 @@ class FrameGroupAttentionFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the kernels are not differentiable: double backward must raise, not return zeros
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, p = ctx.saved_tensors
         dq, dk, dv = fga_backward(q, k, v, p, grad_out, ctx.group, ctx.scale)

@@ -202,6 +202,14 @@ def test_triton_accepts_expanded_grad_output():
         torch.testing.assert_close(a, x.grad, rtol=1e-4, atol=1e-5)
 
 
+def test_triton_double_backward_raises_instead_of_returning_wrong_grads():
+    leaves = make_qkv((1, 1, 4, 2, 3), torch.float32, "model")
+    out = frame_group_attention(*leaves, 2, backend="triton")
+    (dq,) = torch.autograd.grad(out.square().sum(), leaves[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="marked with @once_differentiable"):
+        dq.sum().backward()
+
+
 def test_auto_backend_on_cpu_is_eager_and_logged(caplog):
     if torch.cuda.is_available():
         pytest.skip("auto picks Triton on CUDA")
