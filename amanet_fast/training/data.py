@@ -77,7 +77,7 @@ def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
     if kind in _DEFAULT_SPLITS and not cfg["data"]["split"]:
         split_note = f"\n(NTU has several benchmarks: pass --split xsub|xview|xset; e.g. --split {_DEFAULT_SPLITS[kind]})"
     raise MissingDataError(
-        f"prepared {kind} data not found in {d} (expected train/val _data_joint.npy and _label.pkl).\n"
+        f"prepared {kind} data not found in {d.resolve()} (expected train/val _data_joint.npy and _label.pkl).\n"
         f"Prepare it once from the {what} with:\n"
         f"  {prepare_command(cfg)}\n"
         f"then run again, or pass --data-root DIR pointing at prepared data.{split_note}"

@@ -301,6 +301,8 @@ def _get_flat(cfg: dict, key: str) -> Any:
 def _train(cfg: dict, ctx: DistContext, argv: Sequence[str], resume: bool,
            model_factory: ModelFactory | None) -> dict[str, Any] | None:
     _configure_runtime(cfg)
+    if cfg["dataset"] != "synthetic":
+        ensure_data(cfg, ctx.is_main)  # fail fast with the prepare command, before any work dir exists
     work_dir = Path(cfg["work_dir"] or C.default_work_dir(cfg))
     if ctx.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -521,6 +523,8 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *
     try:
         _configure_runtime(cfg)
         state = load_checkpoint(checkpoint, map_location="cpu")
+        if cfg["dataset"] != "synthetic":
+            ensure_data(cfg, ctx.is_main)
         work_dir = Path(cfg["work_dir"] or (Path(checkpoint).parent / "eval"))
         if ctx.is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
