@@ -212,7 +212,10 @@ def make_step(fn, mode: str, inputs):
 
     else:
         with torch.no_grad():
-            grad_out = torch.randn_like(fn(q, k, v, bias))
+            out = fn(q, k, v, bias)
+        # Same logical values for every peer (randn_like would follow each peer's output layout).
+        gen = torch.Generator(device=out.device).manual_seed(1)
+        grad_out = torch.randn(out.shape, generator=gen, device=out.device, dtype=out.dtype)
 
         def step():
             out = fn(q, k, v, bias)
@@ -298,6 +301,12 @@ def test_window_peers_agree_with_reference(window):
     scale = case.D**-0.5
     ref = window_attention_reference(q, k, v, bias, window, scale)
     torch.testing.assert_close(sdpa_window(q, k, v, bias, window, scale), ref, rtol=1e-4, atol=1e-5)
+    # forward+backward as timed: same grad_out, grads of q, k, v and bias
+    ref_grads = make_step(lambda q, k, v, b: window_attention_reference(q, k, v, b, window, scale), "fwd+bwd",
+                          (q, k, v, bias))()
+    sdpa_grads = make_step(lambda q, k, v, b: sdpa_window(q, k, v, b, window, scale), "fwd+bwd", (q, k, v, bias))()
+    for name, got, want in zip(("q", "k", "v", "bias"), sdpa_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
 
 
 @pytest.mark.skipif(not CUDA, reason="FlexAttention runs on CUDA here")
@@ -317,6 +326,11 @@ def test_frame_group_sdpa_peer_agrees_with_reference(T):
     scale = (case.J * case.D) ** -0.5
     ref = frame_group_attention_reference(q, k, v, 5, scale)
     torch.testing.assert_close(sdpa_frame_group(q, k, v, 5, scale), ref, rtol=1e-4, atol=1e-5)
+    ref_grads = make_step(lambda q, k, v, b: frame_group_attention_reference(q, k, v, 5, scale), "fwd+bwd",
+                          (q, k, v, None))()
+    sdpa_grads = make_step(lambda q, k, v, b: sdpa_frame_group(q, k, v, 5, scale), "fwd+bwd", (q, k, v, None))()
+    for name, got, want in zip("qkv", sdpa_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=lambda m: f"d{name}: {m}")
 
 
 def test_summary_reads_ratios_off_a_group():
