@@ -301,6 +301,7 @@ def _get_flat(cfg: dict, key: str) -> Any:
 def _train(cfg: dict, ctx: DistContext, argv: Sequence[str], resume: bool,
            model_factory: ModelFactory | None) -> dict[str, Any] | None:
     _configure_runtime(cfg)
+    resolve_precision(cfg["runtime"]["amp"], ctx.device)  # fail fast on an impossible setting
     if cfg["dataset"] != "synthetic":
         ensure_data(cfg, ctx.is_main)  # fail fast with the prepare command, before any work dir exists
     work_dir = Path(cfg["work_dir"] or C.default_work_dir(cfg))
