@@ -455,31 +455,45 @@ def _terminate_pool(pool: cf.ProcessPoolExecutor) -> None:
         process.join(timeout=5)
 
 
+def split_selection(entry: str) -> tuple[str, int | None]:
+    """"NAME" selects a spec on every target, "NAME@sm_90" on one target only."""
+    name, sep, arch = entry.rpartition("@sm_")
+    if sep and arch.isdigit() and int(arch) in TARGETS:
+        return name, int(arch)
+    return entry, None
+
+
 def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Sequence[int] = DEFAULT_TARGETS,
               name_filter: str | None = None, jobs: int = 2, progress: bool = True,
               only_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Compile every selected (spec, target) pair in `jobs` worker processes.
 
     Selection: names containing `name_filter` and, when given, listed in `only_names`
-    (a listed name the spec sources do not produce is an error, not a silent skip).
+    ("NAME" or "NAME@sm_XX"; a listed name the spec sources do not produce is an error,
+    not a silent skip).
     """
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ValueError(f"targets must be among {sorted(TARGETS)}, got {unknown}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    wanted: dict[str, set[int]] | None = None
+    if only_names is not None:
+        wanted = {}
+        for entry in only_names:
+            name, arch = split_selection(entry)
+            wanted.setdefault(name, set()).update(targets if arch is None else {arch})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aot_triton_cache_", ignore_cleanup_errors=True) as cache_dir, \
             _compile_environment(cache_dir), _sigterm_as_exit():
         names = _list_spec_names(spec_sources)
-        if only_names is not None:
-            missing = sorted(set(only_names) - set(names))
+        if wanted is not None:
+            missing = sorted(set(wanted) - set(names))
             if missing:
                 raise SpecCollectionError(f"requested spec names not produced by {list(spec_sources)}: {missing}")
-        wanted = None if only_names is None else set(only_names)
         selected = [n for n in names if (name_filter is None or name_filter in n)
                     and (wanted is None or n in wanted)]
-        pairs = [(n, t) for n in selected for t in targets]
+        pairs = [(n, t) for n in selected for t in targets if wanted is None or t in wanted[n]]
         rows: list[dict[str, Any]] = []
         context = multiprocessing.get_context("spawn")
         pool = cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
@@ -514,7 +528,7 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
         "only_names": None if only_names is None else sorted(only_names),
         "complete": name_filter is None and only_names is None,
         "jobs": jobs,
-        "num_specs": len(selected),
+        "num_specs": len({n for n, _ in pairs}),
         "num_builds": len(pairs),
         "wall_s": round(time.perf_counter() - started, 2),
         "sum_compile_s": round(sum(r.get("compile_s", 0.0) for r in rows), 2),
@@ -524,27 +538,38 @@ def run_check(spec_sources: Sequence[str] = DEFAULT_SPEC_SOURCES, targets: Seque
 
 
 def heaviest_configs(previous: dict[str, Any], current_names: Sequence[str]) -> list[str]:
-    """Spec names a quick check should rebuild: the ones closest to the limits last time.
+    """(spec, target) selections a quick check should rebuild: those closest to the limits.
 
-    From a previous complete report: per (kernel, target) the config with the most
-    registers and the one with the most shared memory, every config that had a problem,
-    and every current name the report does not know (new configs). The full matrix
-    stays the reference; this subset is what a CI budget of a few minutes affords.
+    From a previous complete report, per (kernel, target): the config with the most
+    registers, the one with the most shared memory and, if any config failed there, the
+    failing one that compiled fastest (it keeps the check red until the kernel is fixed,
+    at the lowest cost); plus every current name the report does not know (on every
+    target). The full matrix stays the reference; this subset is what a CI budget of a
+    few minutes affords. Entries are "NAME@sm_XX" or, for new names, "NAME".
     """
     if not previous.get("complete"):
         raise ValueError("heaviest_configs needs a report of a complete run (no --filter/--only-names)")
+    present = set(current_names)
     known = {r["name"] for r in previous["results"]}
     chosen = {n for n in current_names if n not in known}
-    chosen |= {r["name"] for r in previous["results"] if r.get("problems")}
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    built: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    failed: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in previous["results"]:
+        if row["name"] not in present:
+            continue
+        key = (row.get("kernel") or row["name"], row["arch"])
+        if row.get("problems"):
+            failed.setdefault(key, []).append(row)
         if row.get("ok"):
-            groups.setdefault((row["kernel"], row["arch"]), []).append(row)
-    for rows in groups.values():
-        chosen.add(max(rows, key=lambda r: (r["registers"], r["shared_bytes"]))["name"])
-        chosen.add(max(rows, key=lambda r: (r["shared_bytes"], r["registers"]))["name"])
-    present = set(current_names)
-    return sorted(n for n in chosen if n in present)
+            built.setdefault(key, []).append(row)
+    for rows in built.values():
+        for pick in (max(rows, key=lambda r: (r["registers"], r["shared_bytes"])),
+                     max(rows, key=lambda r: (r["shared_bytes"], r["registers"]))):
+            chosen.add(f"{pick['name']}@sm_{pick['arch']}")
+    for rows in failed.values():
+        pick = min(rows, key=lambda r: r.get("compile_s") or 0.0)
+        chosen.add(f"{pick['name']}@sm_{pick['arch']}")
+    return sorted(chosen)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -566,7 +591,7 @@ def format_table(report: dict[str, Any], markdown: bool = False) -> str:
     header = ["kernel config", "warps", "stages"] + [f"sm_{t} ({TARGETS[t].example_gpu})" for t in targets]
     lines = []
     for name in names:
-        first = by_key[(name, targets[0])]
+        first = next(r for r in report["results"] if r["name"] == name)
         lines.append([name, str(first.get("num_warps", "-")), str(first.get("num_stages", "-"))]
                      + [_cell(by_key.get((name, t))) for t in targets])
     if markdown:
@@ -626,8 +651,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     """Replace only the generated block, keeping the hand-written analysis around it."""
     block = "\n".join([
         GENERATED_BEGIN,
-        f"Triton {report['triton_version']}; {report['num_specs']} kernel configs x "
-        f"{len(report['targets'])} targets = {report['num_builds']} builds, "
+        f"Triton {report['triton_version']}; {report['num_builds']} builds of {report['num_specs']} kernel "
+        f"configs for {', '.join(report['targets'])}" + ("" if report.get("complete", True) else " (a subset)") + ", "
         f"{report['failures']} failing; wall {report['wall_s']:.0f} s with {report['jobs']} "
         f"processes (sum of compile times {report['sum_compile_s']:.0f} s).",
         "",
@@ -671,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write/refresh the generated table in this Markdown file")
     parser.add_argument("--filter", help="only spec names containing this substring")
     parser.add_argument("--only-names", type=Path, metavar="FILE",
-                        help="build only the spec names listed in FILE, one per line")
+                        help="build only the specs listed in FILE, one per line: NAME or NAME@sm_XX")
     parser.add_argument("--heaviest-from", type=Path, metavar="REPORT_JSON",
                         help="build only the configs closest to the limits in this complete report, plus new ones")
     parser.add_argument("--jobs", type=int, default=2, help="compile processes (default 2)")
@@ -704,7 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"aot_check: cannot collect kernel specs: {exc}", file=sys.stderr)
             return 2
         only_names = heavy if only_names is None else [n for n in only_names if n in set(heavy)]
-        print(f"--heaviest-from: {len(only_names)} of {len(current)} configs selected", file=sys.stderr)
+        print(f"--heaviest-from: {len(only_names)} (config, target) selections of {len(current)} configs",
+              file=sys.stderr)
     try:
         report = run_check(sources, args.targets, args.filter, args.jobs, progress=not args.quiet,
                            only_names=only_names)
@@ -714,16 +740,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["num_builds"] == 0:
         print(f"no kernel spec matches --filter {args.filter!r}", file=sys.stderr)
         return 2
-    print(format_table(report))
-    print(f"\n{report['num_builds']} builds ({report['num_specs']} configs x {len(args.targets)} targets), "
-          f"{report['failures']} failing; wall {report['wall_s']:.1f} s, jobs={report['jobs']}, "
-          f"sum of compile times {report['sum_compile_s']:.1f} s")
-    if report["failures"]:
-        print(format_failures(report))
-    if args.json:
+    if args.json:  # first: the measurements survive whatever happens to the printing below
         _atomic_write(args.json, json.dumps(report, indent=1, sort_keys=False) + "\n")
     if args.markdown:
         write_markdown(report, args.markdown)
+    print(format_table(report))
+    print(f"\n{report['num_builds']} builds ({report['num_specs']} configs, targets "
+          f"{','.join(map(str, args.targets))}), {report['failures']} failing; wall {report['wall_s']:.1f} s, "
+          f"jobs={report['jobs']}, sum of compile times {report['sum_compile_s']:.1f} s")
+    if report["failures"]:
+        print(format_failures(report))
     return 1 if report["failures"] else 0
 
 

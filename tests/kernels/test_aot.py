@@ -32,6 +32,7 @@ from kernels.aot_check import (
     parse_ptxas_log,
     pointer_alignment_attrs,
     specialize_like_jit,
+    split_selection,
 )
 from kernels.aot_spec import KernelSpec
 
@@ -189,24 +190,30 @@ def test_specialize_like_jit_agrees_with_the_jit_itself() -> None:
 
 
 def test_heaviest_configs_picks_the_rows_nearest_the_limits() -> None:
-    def row(name: str, kernel: str, arch: int, regs: int, smem: int, problems: list[str] | None = None) -> dict:
+    def row(name: str, kernel: str, arch: int, regs: int, smem: int, problems: list[str] | None = None,
+            compile_s: float = 1.0) -> dict:
         return {"name": name, "kernel": kernel, "arch": arch, "ok": True, "registers": regs,
-                "shared_bytes": smem, "problems": problems or []}
+                "shared_bytes": smem, "problems": problems or [], "compile_s": compile_s}
 
     previous = {"complete": True, "results": [
         row("fwd_small", "fwd", 90, 40, 1024), row("fwd_big", "fwd", 90, 200, 2048),
         row("fwd_smem", "fwd", 90, 100, 90_000), row("fwd_small", "fwd", 86, 40, 1024),
-        row("fwd_big", "fwd", 86, 150, 2048), row("fwd_smem", "fwd", 86, 100, 90_000),
-        row("bwd_a", "bwd", 90, 90, 0), row("bwd_b", "bwd", 90, 80, 0, ["spills registers"]),
-        row("bwd_c", "bwd", 90, 70, 0), {"name": "bwd_broken", "arch": 90, "ok": False, "problems": ["x"]},
+        row("fwd_big", "fwd", 86, 150, 2048), row("fwd_smem", "fwd", 86, 160, 90_000),
+        row("bwd_a", "bwd", 90, 90, 0), row("bwd_b", "bwd", 90, 80, 0, ["spills registers"], compile_s=9.0),
+        row("bwd_c", "bwd", 90, 70, 0, ["spills registers"], compile_s=2.0),
+        {"name": "bwd_broken", "kernel": "bwd", "arch": 86, "ok": False, "problems": ["compile failed"],
+         "compile_s": 0.5},
     ]}
     current = ["fwd_small", "fwd_big", "fwd_smem", "bwd_a", "bwd_b", "bwd_c", "bwd_broken", "bwd_new"]
-    assert heaviest_configs(previous, current) == ["bwd_a", "bwd_b", "bwd_broken", "bwd_new", "fwd_big",
-                                                    "fwd_smem"]
+    assert heaviest_configs(previous, current) == [
+        "bwd_a@sm_90", "bwd_broken@sm_86", "bwd_c@sm_90", "bwd_new", "fwd_big@sm_90", "fwd_smem@sm_86",
+        "fwd_smem@sm_90"]
     # Names that no longer exist are not requested.
-    assert "fwd_big" not in heaviest_configs(previous, ["fwd_small", "fwd_smem"])
+    assert "fwd_big@sm_90" not in heaviest_configs(previous, ["fwd_small", "fwd_smem"])
     with pytest.raises(ValueError, match="complete run"):
         heaviest_configs({**previous, "complete": False}, current)
+    assert split_selection("k[a,b=1]@sm_86") == ("k[a,b=1]", 86)
+    assert split_selection("k[a,b=1]") == ("k[a,b=1]", None)
 
 
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -259,14 +266,15 @@ def test_toy_kernels_build_and_failures_are_caught(tmp_path: Path) -> None:
     assert format_table(report).count("\n") == len(toy_specs()) + 1
 
 
-def test_filter_selects_a_subset(tmp_path: Path) -> None:
-    done, report, _ = run_aot_check(tmp_path, "--specs", TOY_SOURCE, "--filter", "good_dot[fp16]", "--targets",
-                                    "86", timeout=180)
+def test_filter_and_only_names_select_a_subset(tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("good_dot[fp16]@sm_90\ngood_dot[fp32]\nbroken_arange25@sm_80\n")
+    done, report, _ = run_aot_check(tmp_path, "--specs", TOY_SOURCE, "--filter", "good_dot[fp16]", "--only-names",
+                                    str(names), timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [(r["name"], r["arch"]) for r in report["results"]] == [("good_dot[fp16]", 86)]
+    assert [(r["name"], r["arch"]) for r in report["results"]] == [("good_dot[fp16]", 90)]
     assert report["complete"] is False
 
-    names = tmp_path / "names.txt"
     names.write_text("good_dot[fp16]\nno_such_kernel[fp16]\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-m", "kernels.aot_check", "--specs", TOY_SOURCE, "--only-names",
