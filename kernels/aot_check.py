@@ -656,7 +656,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"{report['failures']} failing; wall {report['wall_s']:.0f} s with {report['jobs']} "
         f"processes (sum of compile times {report['sum_compile_s']:.0f} s).",
         "",
-        "Tools: " + ", ".join(f"{k} {v}" for k, v in report.get("tools", {}).items()) + ".",
+        "Tools: " + (", ".join(f"{k} {v}" for k, v in report["tools"].items()) if report.get("tools")
+                     else "not recorded") + ".",
         "",
         format_summary(report),
         "",
