@@ -563,8 +563,9 @@ def heaviest_configs(previous: dict[str, Any], current_names: Sequence[str]) -> 
         if row.get("ok"):
             built.setdefault(key, []).append(row)
     for rows in built.values():
-        for pick in (max(rows, key=lambda r: (r["registers"], r["shared_bytes"])),
-                     max(rows, key=lambda r: (r["shared_bytes"], r["registers"]))):
+        # Ties (e.g. several configs at the 255-register ceiling) go to the cheaper build.
+        for pick in (max(rows, key=lambda r: (r["registers"], r["shared_bytes"], -(r.get("compile_s") or 0.0))),
+                     max(rows, key=lambda r: (r["shared_bytes"], r["registers"], -(r.get("compile_s") or 0.0)))):
             chosen.add(f"{pick['name']}@sm_{pick['arch']}")
     for rows in failed.values():
         pick = min(rows, key=lambda r: r.get("compile_s") or 0.0)
