@@ -140,20 +140,21 @@ def _window_attention_fwd_kernel(
     k_frame = t + k_step
     k_in_seq = k_is_token & (k_frame < T)  # frames past T: zero keys, still unmasked
     kv_mask = k_in_seq[:, None] & d_ok[None, :]
-    k = tl.load(k_ptr + b * stride_kb + h * stride_kh
-                + _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_kd,
+    k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
+    v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
+    k = tl.load(k_ptr + b * stride_kb + h * stride_kh + k_rows[:, None] + d[None, :] * stride_kd,
                 mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + b * stride_vb + h * stride_vh
-                + _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_vd,
+    v = tl.load(v_ptr + b * stride_vb + h * stride_vh + v_rows[:, None] + d[None, :] * stride_vd,
                 mask=kv_mask, other=0.0)
     q_base = q_ptr + b * stride_qb + h * stride_qh
     o_base = out_ptr + b * stride_ob + h * stride_oh + t.to(tl.int64) * stride_ot
     bias_base = bias_ptr + h * stride_bias_h
 
-    for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: not unrolled, skips padding blocks
+    for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: no unrolling
         q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
         q_frame = t + q_step
-        q = tl.load(q_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_qd,
+        q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
+        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
                     mask=(q_is_token & (q_frame < T))[:, None] & d_ok[None, :], other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, J, 1.0 / scale,
@@ -164,8 +165,9 @@ def _window_attention_fwd_kernel(
         p = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
         p = p * (1.0 / tl.sum(p, axis=1))[:, None]
         out = tl.dot(p.to(DTYPE), v, input_precision=DOT_PRECISION)
-        tl.store(o_base + _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, True)[:, None] + d[None, :] * stride_od,
-                 out.to(out_ptr.dtype.element_ty), mask=q_is_token[:, None] & d_ok[None, :])
+        o_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, True)
+        tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
+                 mask=q_is_token[:, None] & d_ok[None, :])
 
 
 @triton.jit
@@ -220,24 +222,26 @@ def _window_attention_bwd_kernel(
         k_frame = t + k_step
         k_in_seq = k_is_token & (k_frame < T)
         kv_mask = k_in_seq[:, None] & d_ok[None, :]
-        k_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
-        k = tl.load(k_base + _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_kd,
-                    mask=kv_mask, other=0.0)
-        v = tl.load(v_base + _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)[:, None] + d[None, :] * stride_vd,
-                    mask=kv_mask, other=0.0)
+        k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
+        v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
+        kg_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
+        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
         dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
         # dV += P^T dO and dK += dS^T Q need no transpose, only dQ = (dS^T)^T K does.
-        for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: not unrolled, skips padding blocks
+        for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: no unrolling
             q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
             q_frame = t + q_step
             q_in_seq = q_is_token & (q_frame < T)
-            q = tl.load(q_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_qd,
+            q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
+            do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
+            qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
+            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
                         mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
             # Every token of the window has an output gradient, frames past T included.
-            do = tl.load(do_base + t.to(tl.int64) * stride_dot
-                         + _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)[:, None] + d[None, :] * stride_dod,
+            do = tl.load(do_base + t.to(tl.int64) * stride_dot + do_rows[:, None] + d[None, :] * stride_dod,
                          mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             acc = _add_bias(acc, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
@@ -265,9 +269,9 @@ def _window_attention_bwd_kernel(
                 ds = ds_hi
             dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
             dq = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION) * scale
-            _add_rows(dq_ptr + g_base + _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)[:, None] + d[None, :] * stride_gd,
+            _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
                       dq, q_in_seq[:, None] & d_ok[None, :], accumulate)
-        g_offsets = g_base + k_rows[:, None] + d[None, :] * stride_gd
+        g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
         _add_rows(dk_ptr + g_offsets, dk * scale, kv_mask, accumulate)
         _add_rows(dv_ptr + g_offsets, dv, kv_mask, accumulate)
 
@@ -289,7 +293,8 @@ class WindowLaunchConfig:
     block_j: int  # joints, padded (bias one-hot products)
     block_d: int  # head dim, padded to a power of two
     dot_precision: str
-    num_warps: int
+    fwd_num_warps: int
+    bwd_num_warps: int
     num_stages: int
 
     def fwd_constexprs(self, affine: bool) -> dict[str, object]:
@@ -327,7 +332,10 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         block_j=_pow2_at_least_16(J),
         block_d=_pow2_at_least_16(D),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
-        num_warps=8 if block_n >= 128 else 4,  # a 128-key window: 8 warps spill least (AOT sm_90)
+        # AOT sm_90 spill counts decided these: the forward is spill-free at 4 warps
+        # up to 64 keys and at 8 for 128; the backward spills least at 8 everywhere.
+        fwd_num_warps=8 if block_n >= 128 else 4,
+        bwd_num_warps=8,
         num_stages=1,
     )
 
@@ -375,7 +383,7 @@ def _window_forward(
         q, k, v, bias32, out,
         *q.stride(), *k.stride(), *v.stride(), *bias_strides, *out.stride(),
         H, T, J, D, window, scale,
-        **cfg.fwd_constexprs(affine), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **cfg.fwd_constexprs(affine), num_warps=cfg.fwd_num_warps, num_stages=cfg.num_stages,
     )
     return out
 
@@ -413,7 +421,7 @@ def _window_backward(
             q, k, v, bias32, dout, dq32, dk32, dv32, partials[phase],
             *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq32.stride(),
             H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, int(phase > 0),
-            **cfg.bwd_constexprs(affine, compute_dbias), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            **cfg.bwd_constexprs(affine, compute_dbias), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages,
         )
     if q.dtype == torch.float32:
         dq, dk, dv = dq32, dk32, dv32
@@ -515,22 +523,22 @@ def aot_specs() -> list[KernelSpec]:
                     variants = []
                     for affine in (True, False):
                         variants.append(("window_attention_fwd", _window_attention_fwd_kernel,
-                                         cfg.fwd_constexprs(affine)))
+                                         cfg.fwd_constexprs(affine), cfg.fwd_num_warps))
                         for compute_dbias in (True, False):
                             variants.append(("window_attention_bwd", _window_attention_bwd_kernel,
-                                             cfg.bwd_constexprs(affine, compute_dbias)))
-                    for label, fn, constexprs in variants:
-                        key = (label, dtype, tuple(sorted(constexprs.items())), cfg.num_warps, cfg.num_stages)
+                                             cfg.bwd_constexprs(affine, compute_dbias), cfg.bwd_num_warps))
+                    for label, fn, constexprs, num_warps in variants:
+                        key = (label, dtype, tuple(sorted(constexprs.items())), num_warps, cfg.num_stages)
                         if key in specs:
                             specs[key].meta["shapes"].append((window, J, D))
                             continue
                         knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
                         spec = KernelSpec(
-                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={cfg.num_warps}]",
+                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={num_warps}]",
                             fn=fn,
                             signature=_signature(fn, dtype),
                             constexprs=dict(constexprs),
-                            num_warps=cfg.num_warps,
+                            num_warps=num_warps,
                             num_stages=cfg.num_stages,
                             meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)]},
                         )

@@ -312,11 +312,11 @@ def test_aot_specs_cover_every_launch_config():
                 for D in (8, 16, 24, 32, 48, 64, 96):
                     cfg = wa_module._launch_config(dtype, window, J, D)
                     for affine in (True, False):
-                        wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs(affine))]
-                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(affine, flag))
+                        wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs(affine), cfg.fwd_num_warps)]
+                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(affine, flag), cfg.bwd_num_warps)
                                    for flag in (True, False)]
-                        for kernel, constexprs in wanted:
-                            key = (kernel, label, tuple(sorted(constexprs.items())), cfg.num_warps)
+                        for kernel, constexprs, num_warps in wanted:
+                            key = (kernel, label, tuple(sorted(constexprs.items())), num_warps)
                             assert key in by_key, key
                             spec = by_key[key]
                             want_q = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}[label]
