@@ -63,6 +63,7 @@ logger = logging.getLogger("kernels")
 # full, while each program folds dbias over as many anchors as that allows
 # (fewer, larger partials). Tests lower it to exercise multi-anchor programs.
 TARGET_PROGRAMS_PER_PHASE = 1024
+_announced_eager_fallbacks: set[tuple[int, int]] = set()
 
 
 # --------------------------------------------------------------------------- kernels
@@ -578,10 +579,12 @@ def window_attention(
     if chosen == "triton" and not triton_supports(window, J):
         if backend == "triton":
             _launch_config(q.dtype, window, J, q.shape[-1])  # raises the explanatory ValueError
-        logger.warning(
-            "%s: window*J = %d tokens exceeds the Triton tile (%d); using the eager backend",
-            OP, window * J, MAX_WINDOW_TOKENS,
-        )
+        if (window, J) not in _announced_eager_fallbacks:
+            _announced_eager_fallbacks.add((window, J))
+            logger.warning(
+                "%s: window*J = %d tokens exceeds the Triton tile (%d); using the eager backend",
+                OP, window * J, MAX_WINDOW_TOKENS,
+            )
         chosen = "eager"
     if chosen == "eager":
         return window_attention_reference(q, k, v, bias, window, scale)
