@@ -49,12 +49,15 @@ from .reference import window_attention_reference
 
 OP = "window_attention"
 MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softmax)
-BLOCK_M_QUERIES = 32
+BLOCK_M_QUERIES = 16
+# The head dim is walked in chunks of at most this many (runtime loop): one build
+# serves every D above it, and no keys x D tile has to stay in registers.
+MAX_HEAD_DIM_CHUNK = 16
 # fp32 inputs: "ieee" dots, the exact path (matches the eager reference to ~1e-6
 # in the interpreter). The GPU default tf32 would leave ~1e-3 errors; "tf32x3"
 # (~fp32 on tensor cores) spilled far more in the AOT sm_90 build (1.6 KB vs
 # 0.16 KB per thread, forward, D=32). The interpreter ignores the setting.
-FP32_DOT_PRECISION = "ieee"
+FP32_DOT_PRECISION = "tf32x3"
 LOG2E = tl.constexpr(1.4426950408889634)
 
 logger = logging.getLogger("kernels")
@@ -134,48 +137,55 @@ def _window_attention_fwd_kernel(
     bh = pid // T
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    # Keys and values of the whole window stay in the tile; queries go BLOCK_M at a time.
+    # The window's keys form one tile; queries go BLOCK_M at a time and the head dim
+    # BLOCK_D at a time (runtime loops: nothing of size keys x D stays in registers).
     k_step, k_joint, k_is_token = _token_layout(0, J, window, BLOCK_N)
-    k_frame = t + k_step
-    k_in_seq = k_is_token & (k_frame < T)  # frames past T: zero keys, still unmasked
-    kv_mask = k_in_seq[:, None] & d_ok[None, :]
+    k_in_seq = k_is_token & (t + k_step < T)  # frames past T: zero keys, still unmasked
     k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
     v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
-    k = tl.load(k_ptr + b * stride_kb + h * stride_kh + k_rows[:, None] + d[None, :] * stride_kd,
-                mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + b * stride_vb + h * stride_vh + v_rows[:, None] + d[None, :] * stride_vd,
-                mask=kv_mask, other=0.0)
     q_base = q_ptr + b * stride_qb + h * stride_qh
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
     o_base = out_ptr + b * stride_ob + h * stride_oh + t.to(tl.int64) * stride_ot
     bias_base = bias_ptr + h * stride_bias_h
+    num_chunks = tl.cdiv(D, BLOCK_D)
 
     for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: no unrolling
         q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
-        q_frame = t + q_step
+        q_in_seq = q_is_token & (t + q_step < T)
         q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
-        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
-                    mask=(q_is_token & (q_frame < T))[:, None] & d_ok[None, :], other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, J, 1.0 / scale,
                         BLOCK_J, DOT_PRECISION, DTYPE)
-        acc = tl.dot(q, tl.trans(k), acc, input_precision=DOT_PRECISION)
+        for c in range(0, num_chunks):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            d_ok = d < D
+            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
+                        mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
+            k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd,
+                        mask=k_in_seq[:, None] & d_ok[None, :], other=0.0)
+            acc = tl.dot(q, tl.trans(k), acc, input_precision=DOT_PRECISION)
         # Softmax over keys (base 2: exp2 is the native instruction); padding keys get no mass.
         logits = tl.where(k_is_token[None, :], acc * (scale * LOG2E), float("-inf"))
         p = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
-        p = p * (1.0 / tl.sum(p, axis=1))[:, None]
-        out = tl.dot(p.to(DTYPE), v, input_precision=DOT_PRECISION)
+        p = (p * (1.0 / tl.sum(p, axis=1))[:, None]).to(DTYPE)
         o_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, True)
-        tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
-                 mask=q_is_token[:, None] & d_ok[None, :])
+        for c in range(0, num_chunks):
+            d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            d_ok = d < D
+            v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd,
+                        mask=k_in_seq[:, None] & d_ok[None, :], other=0.0)
+            out = tl.dot(p, v, input_precision=DOT_PRECISION)
+            tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
+                     mask=q_is_token[:, None] & d_ok[None, :])
 
 
 @triton.jit
 def _add_rows(ptrs, value, mask, accumulate):
     """Read-modify-write without atomics: within one phase no other program
-    touches these rows (the phase's windows are disjoint)."""
-    if accumulate != 0:
+    touches these rows (the phase's windows are disjoint), and within a program
+    the same thread owns an element in every query block (same layout)."""
+    if accumulate:
         value += tl.load(ptrs, mask=mask, other=0.0)
     tl.store(ptrs, value, mask=mask)
 
@@ -204,9 +214,8 @@ def _window_attention_bwd_kernel(
     num_anchors = tl.cdiv(T - phase, window)
     first = chunk * anchors_per_program
     last = tl.minimum(first + anchors_per_program, num_anchors)
+    num_chunks = tl.cdiv(D, BLOCK_D)
 
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < D
     jj = tl.arange(0, BLOCK_J)
     k_step, k_joint, k_is_token = _token_layout(0, J, window, BLOCK_N)
     q_base = q_ptr + b * stride_qb + h * stride_qh
@@ -215,73 +224,85 @@ def _window_attention_bwd_kernel(
     do_base = dout_ptr + b * stride_dob + h * stride_doh
     g_base = b * stride_gb + h * stride_gh
     bias_base = bias_ptr + h * stride_bias_h
-    # dbias^T accumulator: keys x query joints, summed over queries and anchors.
-    dbias_fold = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+    # dbias^T accumulator (key joint x query joint), summed over queries and anchors.
+    dbias_t = tl.zeros((BLOCK_J, BLOCK_J), dtype=tl.float32)
 
     for anchor in range(first, last):
         t = phase + anchor * window
-        k_frame = t + k_step
-        k_in_seq = k_is_token & (k_frame < T)
-        kv_mask = k_in_seq[:, None] & d_ok[None, :]
+        k_in_seq = k_is_token & (t + k_step < T)
         k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
         v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
         kg_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
-        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        do_anchor = do_base + t.to(tl.int64) * stride_dot
         # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
-        # dV += P^T dO and dK += dS^T Q need no transpose, only dQ = (dS^T)^T K does.
-        for m in range(0, tl.cdiv(window * J, BLOCK_M)):  # runtime count: no unrolling
+        # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
+        # Per query block: (1) S^T and dP^T over head-dim chunks, (2) P and dS^T,
+        # (3) per head-dim chunk, the dQ, dK, dV contributions read-modify-written
+        # to the fp32 gradient rows. No keys x D accumulator lives in registers.
+        for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
             q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
-            q_frame = t + q_step
-            q_in_seq = q_is_token & (q_frame < T)
+            q_in_seq = q_is_token & (t + q_step < T)
             q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
             do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
-            qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
-            q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
-                        mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
-            # Every token of the window has an output gradient, frames past T included.
-            do = tl.load(do_base + t.to(tl.int64) * stride_dot + do_rows[:, None] + d[None, :] * stride_dod,
-                         mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            acc = _add_bias(acc, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
-                            BLOCK_J, DOT_PRECISION, DTYPE)
-            acc = tl.dot(k, tl.trans(q), acc, input_precision=DOT_PRECISION)
-            logits = tl.where(k_is_token[:, None], acc * (scale * LOG2E), float("-inf"))
+            s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
+                          BLOCK_J, DOT_PRECISION, DTYPE)
+            dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            for c in tl.range(0, num_chunks, disable_licm=True):
+                d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                d_ok = d < D
+                kv_mask = k_in_seq[:, None] & d_ok[None, :]
+                k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+                q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
+                            mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
+                s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
+                v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+                # Every token of the window has an output gradient, frames past T included.
+                do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                             mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+                dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
+            logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
             p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
             p = p * (1.0 / tl.sum(p, axis=0))[None, :]
-            dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
             delta = tl.sum(p * dp, axis=0)  # one value per query
             ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
-            dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
-            # Padding query columns of dS are exactly 0 (their dO is 0).
-            q_one_hot = q_joint[:, None] == jj[None, :]
-            if DTYPE == tl.float32:
-                if COMPUTE_DBIAS:
-                    dbias_fold = tl.dot(ds, q_one_hot.to(tl.float32), dbias_fold, input_precision=DOT_PRECISION)
-            else:
-                # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
-                ds_hi = ds.to(DTYPE)
-                if COMPUTE_DBIAS:
-                    ds_lo = (ds - ds_hi.to(tl.float32)).to(DTYPE)
-                    dbias_fold = tl.dot(ds_hi, q_one_hot.to(DTYPE), dbias_fold)
-                    dbias_fold = tl.dot(ds_lo, q_one_hot.to(DTYPE), dbias_fold)
-                ds = ds_hi
-            dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
-            dq = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION) * scale
-            _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
-                      dq, q_in_seq[:, None] & d_ok[None, :], accumulate)
-        g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
-        _add_rows(dk_ptr + g_offsets, dk * scale, kv_mask, accumulate)
-        _add_rows(dv_ptr + g_offsets, dv, kv_mask, accumulate)
+            p = p.to(DTYPE)
+            # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
+            # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
+            # then onto query joints: only a joints x joints accumulator stays live.
+            if COMPUTE_DBIAS:
+                k_one_hot_t = jj[:, None] == k_joint[None, :]
+                if DTYPE == tl.float32:
+                    by_key_joint = tl.dot(k_one_hot_t.to(tl.float32), ds, input_precision=DOT_PRECISION)
+                else:
+                    # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
+                    ds_hi = ds.to(DTYPE)
+                    by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
+                    by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
+                q_one_hot = (q_joint[:, None] == jj[None, :]).to(tl.float32)
+                dbias_t = tl.dot(by_key_joint, q_one_hot, dbias_t, input_precision="tf32x3")  # ~fp32 on tensor cores
+            ds = (ds * scale).to(DTYPE)
+            kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
+            q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
+            qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
+            for c in tl.range(0, num_chunks, disable_licm=True):
+                d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                d_ok = d < D
+                kv_mask = k_in_seq[:, None] & d_ok[None, :]
+                g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
+                do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                             mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+                _add_rows(dv_ptr + g_offsets, tl.dot(p, do, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
+                q_mask = q_in_seq[:, None] & d_ok[None, :]
+                q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=q_mask, other=0.0)
+                _add_rows(dk_ptr + g_offsets, tl.dot(ds, q, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
+                k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+                _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
+                          tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, q_accumulate)
 
     if COMPUTE_DBIAS:
-        # Fold the key axis too: one_hot^T @ fold is dbias^T (key joint x query joint).
-        k_one_hot = (k_joint[:, None] == jj[None, :]).to(tl.float32)
-        partial_t = tl.dot(tl.trans(k_one_hot), dbias_fold, input_precision="tf32x3")  # ~fp32 on tensor cores
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
-                 + jj[None, :] * BLOCK_J + jj[:, None], partial_t)
+                 + jj[None, :] * BLOCK_J + jj[:, None], dbias_t)
 
 
 # --------------------------------------------------------------------------- launch config
@@ -292,7 +313,7 @@ class WindowLaunchConfig:
     block_n: int  # tokens per window (keys), padded to a power of two
     block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
     block_j: int  # joints, padded (bias one-hot products)
-    block_d: int  # head dim, padded to a power of two
+    block_d: int  # head-dim chunk: D padded to a power of two, at most MAX_HEAD_DIM_CHUNK
     dot_precision: str
     fwd_num_warps: int
     bwd_num_warps: int
@@ -331,7 +352,7 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         block_n=block_n,
         block_m=min(block_n, BLOCK_M_QUERIES),
         block_j=_pow2_at_least_16(J),
-        block_d=_pow2_at_least_16(D),
+        block_d=min(MAX_HEAD_DIM_CHUNK, _pow2_at_least_16(D)),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
         # AOT sm_90 spill counts decided these: the forward is spill-free at 4 warps
         # up to 64 keys and at 8 for 128; the backward spills least at 8 everywhere.
