@@ -352,7 +352,7 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         block_n=block_n,
         block_m=min(block_n, BLOCK_M_QUERIES),
         block_j=_pow2_at_least_16(J),
-        block_d=min(MAX_HEAD_DIM_CHUNK, _pow2_at_least_16(D)),
+        block_d=min(MAX_HEAD_DIM_CHUNK if not exact else 8, _pow2_at_least_16(D)),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
         # AOT sm_90 spill counts decided these: the forward is spill-free at 4 warps
         # up to 64 keys and at 8 for 128; the backward spills least at 8 everywhere.
