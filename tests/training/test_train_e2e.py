@@ -10,7 +10,7 @@ import torch
 
 from amanet_fast.training.checkpoint import load_checkpoint
 
-from .conftest import NUM_VAL, REPO, run_cli, run_subprocess, tiny_args
+from .conftest import NUM_VAL, run_cli, run_subprocess, tiny_args
 
 RESULT_KEYS = {"top1", "top5", "mean_class_acc", "epoch", "dataset", "stream", "arch"}
 
