@@ -109,7 +109,7 @@ def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_
                    mask=(jj < J)[None, :], other=0.0) * inv_scale
     one_hot = jj[:, None] == col_joint[None, :]
     if DTYPE == tl.float32:
-        acc = tl.dot(rows, one_hot.to(tl.float32), acc, input_precision=DOT_PRECISION)
+        acc = _dot_one_hot_fp32(rows, one_hot, acc)
     else:
         hi = rows.to(DTYPE)
         lo = (rows - hi.to(tl.float32)).to(DTYPE)
@@ -119,8 +119,8 @@ def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_
 
 
 @triton.jit
-def _one_hot_dot_fp32(one_hot, x):
-    """one_hot @ x for a boolean one-hot matrix and fp32 x, ~fp32 exact on tensor
+def _one_hot_dot_fp32(one_hot, x, acc):
+    """acc + one_hot @ x for a boolean one-hot matrix and fp32 x, ~fp32 exact on tensor
     cores in two tf32 products: one_hot is exact in tf32, x splits into its tf32
     head (low 13 mantissa bits cleared, exact) and the fp32 remainder, whose tf32
     rounding error is ~2^-22 of x. Cheaper in registers than tf32x3 (which also
@@ -128,8 +128,17 @@ def _one_hot_dot_fp32(one_hot, x):
     operand rows per thread)."""
     head = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
     lhs = one_hot.to(tl.float32)
-    out = tl.dot(lhs, head, input_precision="tf32")
-    return tl.dot(lhs, x - head, out, input_precision="tf32")
+    acc = tl.dot(lhs, head, acc, input_precision="tf32")
+    return tl.dot(lhs, x - head, acc, input_precision="tf32")
+
+
+@triton.jit
+def _dot_one_hot_fp32(x, one_hot, acc):
+    """acc + x @ one_hot: the mirror image of _one_hot_dot_fp32."""
+    head = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    rhs = one_hot.to(tl.float32)
+    acc = tl.dot(head, rhs, acc, input_precision="tf32")
+    return tl.dot(x - head, rhs, acc, input_precision="tf32")
 
 
 @triton.jit(do_not_specialize=["H", "T", "J", "D", "window"])
@@ -287,14 +296,13 @@ def _window_attention_bwd_kernel(
             if COMPUTE_DBIAS:
                 k_one_hot_t = jj[:, None] == k_joint[None, :]
                 if DTYPE == tl.float32:
-                    by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds)
+                    by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds, tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
                 else:
                     # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
                     ds_hi = ds.to(DTYPE)
                     by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
                     by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
-                q_one_hot_t = jj[:, None] == q_joint[None, :]
-                dbias_t += tl.trans(_one_hot_dot_fp32(q_one_hot_t, tl.trans(by_key_joint)))
+                dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
             ds = (ds * scale).to(DTYPE)
             kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
             q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
