@@ -49,10 +49,11 @@ from .reference import window_attention_reference
 
 OP = "window_attention"
 MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softmax)
-BLOCK_M_QUERIES = 16
-# The head dim is walked in chunks of at most this many (runtime loop): one build
-# serves every D above it, and no keys x D tile has to stay in registers.
-MAX_HEAD_DIM_CHUNK = 16
+# The head dim is walked in chunks (runtime loop): one build serves every D above
+# the chunk, and no keys x D tile stays in registers. fp32 runs its dots as 3xTF32
+# on tensor cores, whose split operands double the live registers: chunk 8 (tf32
+# mma takes K = 8).
+HEAD_DIM_CHUNK = {torch.float32: 8, torch.float16: 16, torch.bfloat16: 16}
 # fp32 inputs: "ieee" dots, the exact path (matches the eager reference to ~1e-6
 # in the interpreter). The GPU default tf32 would leave ~1e-3 errors; "tf32x3"
 # (~fp32 on tensor cores) spilled far more in the AOT sm_90 build (1.6 KB vs
@@ -97,25 +98,14 @@ def _token_offsets(t, step, joint, first_token, stride_t, stride_j, BLOCK: tl.co
 
 
 @triton.jit
-def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_joint, J, inv_scale,
-              BLOCK_J: tl.constexpr, DOT_PRECISION: tl.constexpr, DTYPE: tl.constexpr):
-    """acc[r, c] += bias[row_joint[r], col_joint[c]] / scale, as a matmul: the bias
-    rows of row_joint (a small R x BLOCK_J gather) times the one-hot of col_joint.
-    Gathering the R x C tile directly costs an address register per score.
-    fp16/bf16 split the fp32 bias into hi + lo halves of the input dtype so the
-    tensor-core product stays ~fp32 exact; fp32 uses an ieee dot."""
-    jj = tl.arange(0, BLOCK_J)
-    rows = tl.load(bias_ptr + row_joint[:, None] * stride_row_joint + jj[None, :] * stride_col_joint,
-                   mask=(jj < J)[None, :], other=0.0) * inv_scale
-    one_hot = jj[:, None] == col_joint[None, :]
-    if DTYPE == tl.float32:
-        acc = _dot_one_hot_fp32(rows, one_hot, acc)
-    else:
-        hi = rows.to(DTYPE)
-        lo = (rows - hi.to(tl.float32)).to(DTYPE)
-        acc = tl.dot(hi, one_hot.to(DTYPE), acc)
-        acc = tl.dot(lo, one_hot.to(DTYPE), acc)
-    return acc
+def _add_bias(acc, bias_ptr, stride_row_joint, stride_col_joint, row_joint, col_joint, inv_scale):
+    """acc[r, c] += bias[row_joint[r], col_joint[c]] / scale, gathered directly
+    (exact fp32 for every input dtype). Joints are token % J, always in range, so
+    padding tokens read real (unused) entries and need no mask. With query blocks
+    of 16 the tile is 4-8 values per thread; the former bias-rows @ one-hot
+    product held a rows x joints tile plus its split halves, which cost more."""
+    offsets = row_joint[:, None] * stride_row_joint + col_joint[None, :] * stride_col_joint
+    return acc + tl.load(bias_ptr + offsets) * inv_scale
 
 
 @triton.jit
@@ -178,8 +168,7 @@ def _window_attention_fwd_kernel(
         q_in_seq = q_is_token & (t + q_step < T)
         q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, J, 1.0 / scale,
-                        BLOCK_J, DOT_PRECISION, DTYPE)
+        acc = _add_bias(acc, bias_base, stride_bias_r, stride_bias_c, q_joint, k_joint, 1.0 / scale)
         for c in range(0, num_chunks):
             d = c * BLOCK_D + tl.arange(0, BLOCK_D)
             d_ok = d < D
@@ -208,8 +197,10 @@ def _add_rows(ptrs, value, mask, accumulate):
     """Read-modify-write without atomics: within one phase no other program
     touches these rows (the phase's windows are disjoint), and within a program
     the same thread owns an element in every query block (same layout)."""
-    if accumulate:
-        value += tl.load(ptrs, mask=mask, other=0.0)
+    # Predicated load, no branch (the branchy form cost registers). The flag is
+    # broadcast explicitly: the interpreter rejects a tensor & scalar-bool mask.
+    add = (tl.zeros(value.shape, tl.int32) + accumulate.to(tl.int32)) != 0
+    value += tl.load(ptrs, mask=mask & add, other=0.0)
     tl.store(ptrs, value, mask=mask)
 
 
@@ -268,8 +259,7 @@ def _window_attention_bwd_kernel(
             q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
             do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
             s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, J, 1.0 / scale,
-                          BLOCK_J, DOT_PRECISION, DTYPE)
+            s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
             dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             for c in tl.range(0, num_chunks, disable_licm=True):
                 d = c * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -333,36 +323,44 @@ def _window_attention_bwd_kernel(
 @dataclass(frozen=True)
 class WindowLaunchConfig:
     block_n: int  # tokens per window (keys), padded to a power of two
-    block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
-    block_j: int  # joints, padded (bias one-hot products)
-    block_d: int  # head-dim chunk: D padded to a power of two, at most MAX_HEAD_DIM_CHUNK
+    fwd_block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
+    bwd_block_m: int
+    block_j: int  # joints, padded (dbias fold)
+    block_d: int  # head-dim chunk: D padded to a power of two, at most the dtype's chunk
     dot_precision: str
     fwd_num_warps: int
     bwd_num_warps: int
     num_stages: int
 
-    def fwd_constexprs(self, affine: bool) -> dict[str, object]:
+    def _constexprs(self, block_m: int, affine: bool) -> dict[str, object]:
         return {
             "BLOCK_N": self.block_n,
-            "BLOCK_M": self.block_m,
+            "BLOCK_M": block_m,
             "BLOCK_J": self.block_j,
             "BLOCK_D": self.block_d,
             "DOT_PRECISION": self.dot_precision,
             "AFFINE": bool(affine),
         }
 
+    def fwd_constexprs(self, affine: bool) -> dict[str, object]:
+        return self._constexprs(self.fwd_block_m, affine)
+
     def bwd_constexprs(self, affine: bool, compute_dbias: bool) -> dict[str, object]:
-        return {**self.fwd_constexprs(affine), "COMPUTE_DBIAS": bool(compute_dbias)}
+        return {**self._constexprs(self.bwd_block_m, affine), "COMPUTE_DBIAS": bool(compute_dbias)}
 
 
 def _pow2_at_least_16(n: int) -> int:
-    # tl.dot needs every dimension >= 16 on GPU.
+    # tl.dot needs every dimension >= 16 on GPU (K >= 8 for tf32, see HEAD_DIM_CHUNK).
     return max(16, triton.next_power_of_2(n))
 
 
 def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLaunchConfig:
     """Pure function of the problem: the launcher and aot_specs() both use it,
-    so every config the launcher can pick is one the AOT check builds."""
+    so every config the launcher can pick is one the AOT check builds.
+
+    The tile sizes come from the AOT builds (sm_80, sm_86, sm_90; ptxas spills at
+    the margin are not monotonic in the tile sizes, so these are measured, not
+    derived): every config below builds with zero spills on all three."""
     block_n = _pow2_at_least_16(window * J)
     if block_n > MAX_WINDOW_TOKENS:
         raise ValueError(
@@ -372,12 +370,13 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
     exact = dtype == torch.float32
     return WindowLaunchConfig(
         block_n=block_n,
-        block_m=min(block_n, BLOCK_M_QUERIES),
+        fwd_block_m=16,
+        # 128-key windows: 16 queries keep the backward's score/dS tiles small; smaller
+        # windows afford 32 (fewer read-modify-writes of the dK/dV rows).
+        bwd_block_m=16 if block_n >= 128 else 32,
         block_j=_pow2_at_least_16(J),
-        block_d=min(MAX_HEAD_DIM_CHUNK if not exact else 8, _pow2_at_least_16(D)),
+        block_d=min(HEAD_DIM_CHUNK[dtype], _pow2_at_least_16(D)),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
-        # AOT sm_90 spill counts decided these: the forward is spill-free at 4 warps
-        # up to 64 keys and at 8 for 128; the backward spills least at 8 everywhere.
         fwd_num_warps=8 if block_n >= 128 else 4,
         bwd_num_warps=8,
         num_stages=1,
