@@ -241,7 +241,7 @@ def _window_attention_bwd_kernel(
     # dbias^T accumulator (key joint x query joint), summed over queries and anchors.
     dbias_t = tl.zeros((BLOCK_J, BLOCK_J), dtype=tl.float32)
 
-    for anchor in range(first, last):
+    for anchor in tl.range(first, last, disable_licm=True):
         t = phase + anchor * window
         k_in_seq = k_is_token & (t + k_step < T)
         k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
