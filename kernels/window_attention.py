@@ -2,36 +2,48 @@
 per-frame joint attention, eq. 10): Triton kernels, launcher, autograd.Function
 and the thin public function, side by side.
 
-Design (SPEC §2.1, §2.3):
+Design (SPEC §2.1, §2.3). Every launch config builds for sm_80, sm_86 and
+sm_90 with zero register spills (`python -m kernels.aot_check --filter window`);
+the layout below is what that took.
 - One program owns one window: its `window*J <= 128` keys fit one tile, so the
-  softmax is single-pass (no online rescaling). Queries are walked BLOCK_M=32 at
-  a time against all keys, which bounds the live score tile at 128 x 32. Tokens
-  are padded to a power of two; only PADDING tokens (index >= window*J) are
-  masked. Frames past T load as zeros and stay unmasked, exactly like
-  zero-padding then unfolding.
+  softmax is single-pass (no online rescaling). Queries are walked BLOCK_M (16
+  or 32) at a time against all keys. Tokens are padded to a power of two; only
+  PADDING tokens (index >= window*J) are masked. Frames past T load as zeros and
+  stay unmasked, exactly like zero-padding then unfolding.
 - q, k, v (and the output gradient) are read through their own strides: the
   model passes a permuted view and copying it would double the memory traffic.
-  The head dim is padded to a power of two >= 16 (tl.dot minimum on GPU).
-- The bias is added as a matmul: (bias rows of the query joints) @ one_hot(key
-  joints). A direct (queries x keys) gather would cost an address register per
-  score. fp16/bf16 split the fp32 bias into hi + lo halves (~fp32 exact).
-- fp32 inputs use `input_precision="ieee"` in every tl.dot (FP32_DOT_PRECISION):
-  the fp32 path is the exact one (~1e-6 from the eager reference); the GPU
-  default tf32 would leave ~1e-3 errors. fp16/bf16 feed tensor cores with fp32 accumulation; P and dS are
-  rounded to the input dtype before their matmuls (as in flash attention).
+- The head dim is walked in chunks of BLOCK_D (HEAD_DIM_CHUNK: 16 for fp16/bf16,
+  8 for fp32) by a runtime loop: scores accumulate over chunks, outputs and
+  gradients are produced chunk by chunk. Nothing of size keys x D lives in
+  registers (k and v are re-read per query block, from L1/L2), and one build
+  serves every D above the chunk.
+- The bias is gathered directly into the (queries x keys) score tile, in fp32
+  for every input dtype (4-8 values per thread at these tile sizes).
+- fp32 inputs run their dots as 3xTF32 on tensor cores (FP32_DOT_PRECISION;
+  ~fp32 accurate); the dbias one-hot folds use a two-term tf32 split (the
+  one-hot is exact in tf32). fp16/bf16 feed tensor cores with fp32
+  accumulation; P and dS are rounded to the input dtype before their matmuls
+  (as in flash attention).
 - Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
   delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta). It works on the
-  transposed scores (keys as rows) so dV = P^T dO and dK = dS^T Q need no
-  transpose and accumulate over query blocks in registers.
+  transposed scores (keys as rows). Per query block: S^T and dP^T over the D
+  chunks, then P and dS^T, then per D chunk the contributions dV += P^T dO,
+  dK += dS^T Q, dQ = dS K are read-modify-written straight into the fp32
+  gradient rows (no keys x D accumulator in registers). The read is a predicated
+  load, not a branch: the branch cost registers.
 - Each frame lies in up to `window` windows, so dq/dk/dv sum over windows. The
   sum is DETERMINISTIC and atomic-free: the backward runs `window` launches
   ("phases"); phase r handles anchors t = r, r+window, ... whose windows are
   disjoint, so each program read-modify-writes fp32 rows nobody else touches in
-  that launch. Phase 0 covers every frame once and plain-stores (no zero fill).
-- dbias folds dS onto (J, J) with one-hot (tokens x joints) matrices through
-  tl.dot (hi + lo halves of dS for fp16/bf16, ieee for fp32), accumulated over
-  a block of anchors per program; the per-program (J, J) partials are summed by
-  torch afterwards (deterministic). Compiled out when bias needs no grad.
+  that launch; within a program, successive query blocks update the same dK/dV
+  elements from the same thread (same layout), in program order. Phase 0's
+  first query block of each window plain-stores (no zero fill).
+- dbias folds dS^T onto key joints (one-hot^T @ dS^T, joints x queries), then
+  onto query joints, into a (J, J) accumulator kept over a block of anchors per
+  program; the per-program partials are summed by torch afterwards
+  (deterministic). Compiled out when bias needs no grad.
+- Loops in the backward are marked disable_licm: hoisting loop-invariant
+  address tensors out of them is what pushed the builds over 255 registers.
 """
 from __future__ import annotations
 
@@ -54,10 +66,10 @@ MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softma
 # on tensor cores, whose split operands double the live registers: chunk 8 (tf32
 # mma takes K = 8).
 HEAD_DIM_CHUNK = {torch.float32: 8, torch.float16: 16, torch.bfloat16: 16}
-# fp32 inputs: "ieee" dots, the exact path (matches the eager reference to ~1e-6
-# in the interpreter). The GPU default tf32 would leave ~1e-3 errors; "tf32x3"
-# (~fp32 on tensor cores) spilled far more in the AOT sm_90 build (1.6 KB vs
-# 0.16 KB per thread, forward, D=32). The interpreter ignores the setting.
+# fp32 inputs: 3xTF32 dots on tensor cores (~fp32 accurate: operands split into
+# tf32 head + remainder). "ieee" dots are FMA loops that hold whole operand rows
+# per thread: the AOT builds spilled up to ~55 KB per thread. The interpreter
+# ignores the setting (exact fp32).
 FP32_DOT_PRECISION = "tf32x3"
 LOG2E = tl.constexpr(1.4426950408889634)
 

@@ -236,6 +236,45 @@ def test_triton_output_layout_and_expanded_grad():
     assert max_rel_err(q.grad, q_ref.grad) <= TOLERANCE[torch.float32]
 
 
+class _RecordingKernel:
+    """Stands in for a Triton kernel: records the tensors each launch receives, then launches the real one."""
+
+    def __init__(self, kernel, calls: list):
+        self.kernel, self.calls, self.fn = kernel, calls, kernel.fn
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls.append([a for a in args if isinstance(a, torch.Tensor)])
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_triton_kernels_read_inputs_without_copies(monkeypatch):
+    # SPEC §2: the model's permuted q/k/v views (and the output gradient) must reach the
+    # kernels as they are; a .contiguous() would double the memory traffic.
+    fwd_calls, bwd_calls = [], []
+    monkeypatch.setattr(wa_module, "_window_attention_fwd_kernel",
+                        _RecordingKernel(wa_module._window_attention_fwd_kernel, fwd_calls))
+    monkeypatch.setattr(wa_module, "_window_attention_bwd_kernel",
+                        _RecordingKernel(wa_module._window_attention_bwd_kernel, bwd_calls))
+    case = Case(window=3, T=3, J=18, D=8)
+    q, k, v, bias = make_inputs(case, seed=5)
+    assert not q.is_contiguous()  # the model layout is a permuted view
+    leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    out = window_attention(*leaves, bias, case.window, backend="triton")
+    B, H, T, W, J, D = out.shape
+    dout = torch.randn(B, H, D, T, W, J, device=out.device).permute(0, 1, 3, 4, 5, 2)  # channel-major, as the model's
+    out.backward(dout)
+    assert len(fwd_calls) == 1 and len(bwd_calls) == case.window  # one launch per phase
+
+    def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.data_ptr() == b.data_ptr() and a.stride() == b.stride() and a.shape == b.shape
+
+    for call in fwd_calls + bwd_calls:
+        assert all(same_view(got, want) for got, want in zip(call[:3], leaves))
+    assert all(same_view(call[4], dout) for call in bwd_calls)
+
+
 # --------------------------------------------------------------------------- argument errors
 
 
