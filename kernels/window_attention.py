@@ -26,11 +26,19 @@ the layout below is what that took.
   (as in flash attention).
 - Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
   delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta). It works on the
-  transposed scores (keys as rows). Per query block: S^T and dP^T over the D
-  chunks, then P and dS^T, then per D chunk the contributions dV += P^T dO,
-  dK += dS^T Q, dQ = dS K are read-modify-written straight into the fp32
-  gradient rows (no keys x D accumulator in registers). The read is a predicated
-  load, not a branch: the branch cost registers.
+  transposed scores (keys as rows). No keys x D accumulator lives in registers;
+  two loop orders (constexpr CHUNKS_OUTER, chosen per window size):
+  * windows of <= 64 tokens (1-2 query blocks of 32): per query block, S^T and
+    dP^T over the D chunks, P and dS^T, then per D chunk dV += P^T dO,
+    dK += dS^T Q and dQ = dS K are read-modify-written straight into the fp32
+    gradient rows;
+  * 128-token windows (8 query blocks of 16): D chunks outside, query blocks
+    inside; each query block recomputes S^T, dP^T (all chunks), P and dS^T and
+    adds its dV/dK chunk into (keys x BLOCK_D) accumulators, written once per
+    window; dQ chunks are read-modify-written per block. This trades recomputed
+    score FLOPs (tensor cores) for ~8x less L2 traffic on the dK/dV rows.
+  The read of a read-modify-write is a predicated load, not a branch (the
+  branch cost registers).
 - Each frame lies in up to `window` windows, so dq/dk/dv sum over windows. The
   sum is DETERMINISTIC and atomic-free: the backward runs `window` launches
   ("phases"); phase r handles anchors t = r, r+window, ... whose windows are
@@ -229,6 +237,7 @@ def _window_attention_bwd_kernel(
     H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, accumulate,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr, AFFINE: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
+    CHUNKS_OUTER: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -260,69 +269,141 @@ def _window_attention_bwd_kernel(
         v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
         kg_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
         do_anchor = do_base + t.to(tl.int64) * stride_dot
-        # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
-        # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
-        # Per query block: (1) S^T and dP^T over head-dim chunks, (2) P and dS^T,
-        # (3) per head-dim chunk, the dQ, dK, dV contributions read-modify-written
-        # to the fp32 gradient rows. No keys x D accumulator lives in registers.
-        for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
-            q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
-            q_in_seq = q_is_token & (t + q_step < T)
-            q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
-            do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
-            s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
-            dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        if CHUNKS_OUTER:
+            # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
+            # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
+            # Head-dim chunks are the outer loop: for chunk c, every query block
+            # recomputes S^T and dP^T (over all chunks), P and dS^T, adds its dV/dK
+            # contribution to (keys x BLOCK_D) fp32 accumulators and read-modify-writes
+            # its dQ chunk; the dK/dV chunk rows are read-modify-written once per window.
+            # Recomputing the scores per chunk costs tensor-core FLOPs; the alternative
+            # (dK/dV rows read-modify-written per query block) cost ~8x more L2 traffic.
             for c in tl.range(0, num_chunks, disable_licm=True):
-                d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-                d_ok = d < D
-                kv_mask = k_in_seq[:, None] & d_ok[None, :]
-                k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-                q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
-                            mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
-                s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
-                v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-                # Every token of the window has an output gradient, frames past T included.
-                do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
-                             mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-                dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
-            logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
-            p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
-            p = p * (1.0 / tl.sum(p, axis=0))[None, :]
-            delta = tl.sum(p * dp, axis=0)  # one value per query
-            ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
-            p = p.to(DTYPE)
-            # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
-            # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
-            # then onto query joints: only a joints x joints accumulator stays live.
-            if COMPUTE_DBIAS:
-                k_one_hot_t = jj[:, None] == k_joint[None, :]
-                if DTYPE == tl.float32:
-                    by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds, tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
-                else:
-                    # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
-                    ds_hi = ds.to(DTYPE)
-                    by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
-                    by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
-                dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
-            ds = (ds * scale).to(DTYPE)
-            kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
-            q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
-            qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
-            for c in tl.range(0, num_chunks, disable_licm=True):
-                d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-                d_ok = d < D
-                kv_mask = k_in_seq[:, None] & d_ok[None, :]
-                g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
-                do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
-                             mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-                _add_rows(dv_ptr + g_offsets, tl.dot(p, do, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
-                q_mask = q_in_seq[:, None] & d_ok[None, :]
-                q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=q_mask, other=0.0)
-                _add_rows(dk_ptr + g_offsets, tl.dot(ds, q, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
-                k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-                _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
-                          tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, q_accumulate)
+                dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                dc_ok = dc < D
+                kv_mask_c = k_in_seq[:, None] & dc_ok[None, :]
+                dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+                dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+                for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
+                    q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
+                    q_in_seq = q_is_token & (t + q_step < T)
+                    q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
+                    do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
+                    s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+                    s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
+                    dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+                    for c2 in tl.range(0, num_chunks, disable_licm=True):
+                        d = c2 * BLOCK_D + tl.arange(0, BLOCK_D)
+                        d_ok = d < D
+                        kv_mask = k_in_seq[:, None] & d_ok[None, :]
+                        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+                        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
+                                    mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
+                        s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
+                        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+                        # Every token of the window has an output gradient, frames past T included.
+                        do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                                     mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+                        dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
+                    logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
+                    p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
+                    p = p * (1.0 / tl.sum(p, axis=0))[None, :]
+                    delta = tl.sum(p * dp, axis=0)  # one value per query
+                    ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
+                    # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
+                    # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
+                    # then onto query joints: only a joints x joints accumulator stays live.
+                    if COMPUTE_DBIAS:
+                        if c == 0:
+                            k_one_hot_t = jj[:, None] == k_joint[None, :]
+                            if DTYPE == tl.float32:
+                                by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds,
+                                                                 tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
+                            else:
+                                # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
+                                ds_hi = ds.to(DTYPE)
+                                by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
+                                by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE),
+                                                      by_key_joint)
+                            dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
+                    ds = (ds * scale).to(DTYPE)
+                    q_mask = q_in_seq[:, None] & dc_ok[None, :]
+                    do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
+                                 mask=q_is_token[:, None] & dc_ok[None, :], other=0.0)
+                    dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
+                    q = tl.load(q_base + q_rows[:, None] + dc[None, :] * stride_qd, mask=q_mask, other=0.0)
+                    dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
+                    k = tl.load(k_base + k_rows[:, None] + dc[None, :] * stride_kd, mask=kv_mask_c, other=0.0)
+                    qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
+                    _add_rows(dq_ptr + g_base + qg_rows[:, None] + dc[None, :] * stride_gd,
+                              tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, accumulate != 0)
+                g_offsets = g_base + kg_rows[:, None] + dc[None, :] * stride_gd
+                _add_rows(dv_ptr + g_offsets, dv, kv_mask_c, accumulate != 0)
+                _add_rows(dk_ptr + g_offsets, dk, kv_mask_c, accumulate != 0)
+        else:
+            # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
+            # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
+            # Per query block: (1) S^T and dP^T over head-dim chunks, (2) P and dS^T,
+            # (3) per head-dim chunk, the dQ, dK, dV contributions read-modify-written
+            # to the fp32 gradient rows. No keys x D accumulator lives in registers.
+            for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
+                q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
+                q_in_seq = q_is_token & (t + q_step < T)
+                q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
+                do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
+                s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+                s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
+                dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+                for c in tl.range(0, num_chunks, disable_licm=True):
+                    d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                    d_ok = d < D
+                    kv_mask = k_in_seq[:, None] & d_ok[None, :]
+                    k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+                    q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
+                                mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
+                    s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
+                    v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+                    # Every token of the window has an output gradient, frames past T included.
+                    do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                                 mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+                    dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
+                logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
+                p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
+                p = p * (1.0 / tl.sum(p, axis=0))[None, :]
+                delta = tl.sum(p * dp, axis=0)  # one value per query
+                ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
+                p = p.to(DTYPE)
+                # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
+                # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
+                # then onto query joints: only a joints x joints accumulator stays live.
+                if COMPUTE_DBIAS:
+                    k_one_hot_t = jj[:, None] == k_joint[None, :]
+                    if DTYPE == tl.float32:
+                        by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds, tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
+                    else:
+                        # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
+                        ds_hi = ds.to(DTYPE)
+                        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
+                        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
+                    dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
+                ds = (ds * scale).to(DTYPE)
+                kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
+                q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
+                qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
+                for c in tl.range(0, num_chunks, disable_licm=True):
+                    d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                    d_ok = d < D
+                    kv_mask = k_in_seq[:, None] & d_ok[None, :]
+                    g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
+                    do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                                 mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+                    _add_rows(dv_ptr + g_offsets, tl.dot(p, do, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
+                    q_mask = q_in_seq[:, None] & d_ok[None, :]
+                    q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=q_mask, other=0.0)
+                    _add_rows(dk_ptr + g_offsets, tl.dot(ds, q, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
+                    k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+                    _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
+                              tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, q_accumulate)
 
     if COMPUTE_DBIAS:
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
@@ -337,6 +418,7 @@ class WindowLaunchConfig:
     block_n: int  # tokens per window (keys), padded to a power of two
     fwd_block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
     bwd_block_m: int
+    bwd_chunks_outer: bool  # backward loop order, see the module docstring
     block_j: int  # joints, padded (dbias fold)
     block_d: int  # head-dim chunk: D padded to a power of two, at most the dtype's chunk
     dot_precision: str
@@ -358,7 +440,8 @@ class WindowLaunchConfig:
         return self._constexprs(self.fwd_block_m, affine)
 
     def bwd_constexprs(self, affine: bool, compute_dbias: bool) -> dict[str, object]:
-        return {**self._constexprs(self.bwd_block_m, affine), "COMPUTE_DBIAS": bool(compute_dbias)}
+        return {**self._constexprs(self.bwd_block_m, affine), "COMPUTE_DBIAS": bool(compute_dbias),
+                "CHUNKS_OUTER": self.bwd_chunks_outer}
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -386,6 +469,9 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         # 128-key windows: 16 queries keep the backward's score/dS tiles small; smaller
         # windows afford 32 (fewer read-modify-writes of the dK/dV rows).
         bwd_block_m=16 if block_n >= 128 else 32,
+        # 128-key windows have 8 query blocks: head-dim chunks go outside them so the
+        # dK/dV rows are read-modify-written once per window, not once per block.
+        bwd_chunks_outer=block_n >= 128,
         block_j=_pow2_at_least_16(J),
         block_d=min(HEAD_DIM_CHUNK[dtype], _pow2_at_least_16(D)),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
