@@ -647,11 +647,21 @@ def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: in
     return ints
 
 
+def _jit_specialization(ints: dict[str, int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the JIT specializes on for these integer arguments: the ones equal to 1
+    (they become constexprs) and the ones divisible by 16 (tt.divisibility)."""
+    return (tuple(sorted(n for n, v in ints.items() if v == 1)),
+            tuple(sorted(n for n, v in ints.items() if v % 16 == 0)))
+
+
 def aot_specs() -> list[KernelSpec]:
     """Every (kernel, dtype, config) the launcher can pick for windows {1,3,5},
     J {18,20,25}, D {8..96}: the input of the ahead-of-time build check.
     AFFINE=True builds carry the JIT specialization of the model's layout (unit
-    joint strides); AFFINE=False is the arbitrary-strides path, unspecialized."""
+    joint strides, strides divisible by 16); one config serves many (window, J, D)
+    whose strides specialize differently, so each distinct specialization is its
+    own build, named after its first shape. AFFINE=False is the arbitrary-strides
+    path, unspecialized."""
     from .aot_check import specialize_like_jit  # only needed here; keeps the op import light
 
     specs: dict[tuple, KernelSpec] = {}
@@ -669,13 +679,16 @@ def aot_specs() -> list[KernelSpec]:
                             variants.append(("window_attention_bwd", _window_attention_bwd_kernel,
                                              cfg.bwd_constexprs(affine, compute_dbias), cfg.bwd_num_warps))
                     for label, fn, constexprs, num_warps in variants:
-                        key = (label, dtype, tuple(sorted(constexprs.items())), num_warps, cfg.num_stages)
+                        ints = _model_layout_ints(label, window, J, D) if constexprs["AFFINE"] else {}
+                        jit_key = _jit_specialization(ints) if ints else None
+                        key = (label, dtype, tuple(sorted(constexprs.items())), num_warps, cfg.num_stages, jit_key)
                         if key in specs:
                             specs[key].meta["shapes"].append((window, J, D))
                             continue
                         knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
+                        layout = f",model=w{window}J{J}D{D}" if ints else ""
                         spec = KernelSpec(
-                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={num_warps}]",
+                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={num_warps}{layout}]",
                             fn=fn,
                             signature=_signature(fn, dtype),
                             constexprs=dict(constexprs),
@@ -683,8 +696,8 @@ def aot_specs() -> list[KernelSpec]:
                             num_stages=cfg.num_stages,
                             meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)]},
                         )
-                        if constexprs["AFFINE"]:
-                            spec = specialize_like_jit(spec, _model_layout_ints(label, window, J, D))
+                        if ints:
+                            spec = specialize_like_jit(spec, ints)
                         specs[key] = spec
     return list(specs.values())
 
