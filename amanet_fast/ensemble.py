@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     report["weights"] = list(weights)
     report["fused"] = {"top1": accuracy(fused, y, 1), "top5": accuracy(fused, y, 5)}
     if args.output:
-        from amanet_fast.training.atomic import write_pickle_atomic
+        from amanet_fast.atomic import write_pickle_atomic
 
         write_pickle_atomic(args.output, {n: v.astype(np.float32) for n, v in zip(names, fused)})
         report["output"] = args.output

@@ -13,9 +13,10 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from ..atomic import write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -43,19 +44,6 @@ def data_file(split: str) -> str:
 def label_file(split: str) -> str:
     return f"{split}_label.pkl"
 
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a dataset is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(data_dir: Path) -> dict | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 
 FORMAT_VERSION = 1
 _TAG = b"amanet-fast-sha256:"

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from . import config as C
-from .atomic import write_json_atomic, write_pickle_atomic, write_text_atomic
+from ..atomic import write_json_atomic, write_pickle_atomic, write_text_atomic
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import DataBundle, build_datasets, ensure_data
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object, cleanup, gather_objects, init_distributed, shard

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic import write_bytes_atomic, write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger("amanet_fast.training")
 

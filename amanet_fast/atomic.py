@@ -1,5 +1,6 @@
-"""Atomic file writes: a crash or preemption mid-write never leaves a half file
-under the final name (temp file in the same folder, fsync, os.replace)."""
+"""Atomic file writes shared by data preparation and training: a crash or
+preemption mid-write never leaves a half file under the final name (temp file
+in the same folder, fsync, os.replace)."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ def write_atomic(path: str | Path, writer: Callable[[IO[bytes]], None]) -> Path:
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; datasets and results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         try:
