@@ -5,9 +5,12 @@ exit 2, no traceback) apart from bugs in this code (full traceback).
 """
 from __future__ import annotations
 
+import json
 from os import PathLike
+from pathlib import Path
+from typing import Any
 
-__all__ = ["DataFormatError"]
+__all__ = ["DataFormatError", "read_json_file"]
 
 
 class DataFormatError(ValueError):
@@ -25,3 +28,15 @@ class DataFormatError(ValueError):
         if self.path is not None:
             where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
         super().__init__(where + message)
+
+
+def read_json_file(path: Path) -> Any:
+    """Parse a raw JSON file; malformed or non-UTF-8 content is a DataFormatError
+    naming the file and line."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
+    except UnicodeDecodeError:
+        raise DataFormatError("malformed JSON: not UTF-8 text", path) from None

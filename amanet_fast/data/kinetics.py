@@ -10,13 +10,12 @@ order, and malformed files stop with a DataFormatError.
 """
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError
+from .errors import DataFormatError, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
@@ -25,16 +24,6 @@ __all__ = ["NUM_JOINTS", "MAX_PERSONS_READ", "load_kinetics_clip", "skeleton_fro
 
 NUM_JOINTS = 18
 MAX_PERSONS_READ = 5
-
-
-def _load_json(path: Path):
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
-    except UnicodeDecodeError:
-        raise DataFormatError("malformed JSON: not UTF-8 text", path) from None
 
 
 def _numbers(values, count: int, what: str, path: Path, frame: int) -> np.ndarray:
@@ -88,7 +77,7 @@ def skeleton_from_kinetics_json(video: dict, path: Path, num_frames: int = NUM_F
 
 
 def load_kinetics_clip(path: Path, expected_label: int | None = None) -> LoadResult:
-    video = _load_json(path)
+    video = read_json_file(path)
     data, dropped = skeleton_from_kinetics_json(video, path)
     file_label = video.get("label_index") if isinstance(video, dict) else None
     if expected_label is not None and file_label is not None and file_label != expected_label:
@@ -150,7 +139,7 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
     names: dict[int, str] = {}
     splits: dict[str, list[Sample]] = {}
     for split, (clip_dir, label_path) in found.items():
-        table = _load_json(label_path)
+        table = read_json_file(label_path)
         if not isinstance(table, dict):
             raise DataFormatError("label file must map clip id -> {has_skeleton, label, label_index}", label_path)
         clips = sorted(p for p in clip_dir.iterdir() if p.suffix == ".json" and p != label_path

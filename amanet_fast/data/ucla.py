@@ -9,7 +9,6 @@ Kinect v1 metres, translated so the frame-0 spine joint sits at the origin
 """
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from functools import partial
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError
+from .errors import DataFormatError, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
@@ -34,19 +33,9 @@ _ACTION_IDS = [1, 2, 3, 4, 5, 6, 8, 9, 11, 12]
 _NAME_RE = re.compile(r"^a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)$")
 
 
-def _read_json(path: Path):
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
-    except UnicodeDecodeError:
-        raise DataFormatError("malformed JSON: not UTF-8 text", path) from None
-
-
 def load_ucla_clip(path: Path, expected_label: int | None = None, num_frames: int = NUM_FRAMES) -> LoadResult:
     """One sequence -> `(3, 300, 20, 2)`; its own `label` (1..10) must equal expected_label + 1."""
-    doc = _read_json(path)
+    doc = read_json_file(path)
     if expected_label is not None:
         raw_label = doc.get("label") if isinstance(doc, dict) else None
         if raw_label is None:
