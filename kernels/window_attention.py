@@ -224,6 +224,58 @@ def _add_rows(ptrs, value, mask, accumulate):
     tl.store(ptrs, value, mask=mask)
 
 
+@triton.jit
+def _probs_and_logit_grads_t(
+    q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
+    do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
+    stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Recompute P^T and dS^T (keys x queries, fp32) of one query block of one
+    window: S^T and dP^T over head-dim chunks, softmax down the key axis,
+    delta = rowsum(P * dP) per query, dS^T = P^T * (dP^T - delta)."""
+    s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
+    dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for c in tl.range(0, num_chunks, disable_licm=True):
+        d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        kv_mask = k_in_seq[:, None] & d_ok[None, :]
+        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
+                    mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
+        s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
+        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        # Every token of the window has an output gradient, frames past T included.
+        do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
+                     mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
+        dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
+    logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
+    p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
+    p = p * (1.0 / tl.sum(p, axis=0))[None, :]
+    delta = tl.sum(p * dp, axis=0)  # one value per query
+    ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
+    return p, ds
+
+
+@triton.jit
+def _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J: tl.constexpr, BLOCK_M: tl.constexpr,
+                  DTYPE: tl.constexpr):
+    """dbias^T += dS^T folded onto key joints first (one-hot^T @ dS^T: joints x
+    queries), then onto query joints: only a joints x joints accumulator stays
+    live. Padding query columns of dS are exactly 0 (their dO is 0)."""
+    jj = tl.arange(0, BLOCK_J)
+    k_one_hot_t = jj[:, None] == k_joint[None, :]
+    if DTYPE == tl.float32:
+        by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds, tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
+    else:
+        # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
+        ds_hi = ds.to(DTYPE)
+        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
+        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
+    return _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
+
+
 @triton.jit(do_not_specialize=["H", "T", "J", "D", "window", "phase", "anchors_per_program",
                                "programs_per_head", "accumulate"])
 def _window_attention_bwd_kernel(
@@ -289,43 +341,14 @@ def _window_attention_bwd_kernel(
                     q_in_seq = q_is_token & (t + q_step < T)
                     q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
                     do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
-                    s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-                    s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
-                    dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-                    for c2 in tl.range(0, num_chunks, disable_licm=True):
-                        d = c2 * BLOCK_D + tl.arange(0, BLOCK_D)
-                        d_ok = d < D
-                        kv_mask = k_in_seq[:, None] & d_ok[None, :]
-                        k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-                        q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
-                                    mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
-                        s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
-                        v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-                        # Every token of the window has an output gradient, frames past T included.
-                        do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
-                                     mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-                        dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
-                    logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
-                    p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
-                    p = p * (1.0 / tl.sum(p, axis=0))[None, :]
-                    delta = tl.sum(p * dp, axis=0)  # one value per query
-                    ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
-                    # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
-                    # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
-                    # then onto query joints: only a joints x joints accumulator stays live.
+                    p, ds = _probs_and_logit_grads_t(
+                        q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
+                        do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
+                        stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
+                        BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
                     if COMPUTE_DBIAS:
                         if c == 0:
-                            k_one_hot_t = jj[:, None] == k_joint[None, :]
-                            if DTYPE == tl.float32:
-                                by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds,
-                                                                 tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
-                            else:
-                                # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
-                                ds_hi = ds.to(DTYPE)
-                                by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
-                                by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE),
-                                                      by_key_joint)
-                            dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
+                            dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
                     ds = (ds * scale).to(DTYPE)
                     q_mask = q_in_seq[:, None] & dc_ok[None, :]
                     do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
@@ -351,41 +374,14 @@ def _window_attention_bwd_kernel(
                 q_in_seq = q_is_token & (t + q_step < T)
                 q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
                 do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
-                s = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-                s = _add_bias(s, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint, 1.0 / scale)
-                dp = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-                for c in tl.range(0, num_chunks, disable_licm=True):
-                    d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-                    d_ok = d < D
-                    kv_mask = k_in_seq[:, None] & d_ok[None, :]
-                    k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-                    q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd,
-                                mask=q_in_seq[:, None] & d_ok[None, :], other=0.0)
-                    s = tl.dot(k, tl.trans(q), s, input_precision=DOT_PRECISION)
-                    v = tl.load(v_base + v_rows[:, None] + d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-                    # Every token of the window has an output gradient, frames past T included.
-                    do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
-                                 mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-                    dp = tl.dot(v, tl.trans(do), dp, input_precision=DOT_PRECISION)
-                logits = tl.where(k_is_token[:, None], s * (scale * LOG2E), float("-inf"))
-                p = tl.exp2(logits - tl.max(logits, axis=0)[None, :])
-                p = p * (1.0 / tl.sum(p, axis=0))[None, :]
-                delta = tl.sum(p * dp, axis=0)  # one value per query
-                ds = p * (dp - delta[None, :])  # dS^T: gradient of the logits, i.e. of the tiled bias
+                p, ds = _probs_and_logit_grads_t(
+                    q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
+                    do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
+                    stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
+                    BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
                 p = p.to(DTYPE)
-                # Padding query columns of dS are exactly 0 (their dO is 0). dbias^T gets
-                # dS^T folded onto key joints first (one-hot^T @ dS^T: joints x queries),
-                # then onto query joints: only a joints x joints accumulator stays live.
                 if COMPUTE_DBIAS:
-                    k_one_hot_t = jj[:, None] == k_joint[None, :]
-                    if DTYPE == tl.float32:
-                        by_key_joint = _one_hot_dot_fp32(k_one_hot_t, ds, tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32))
-                    else:
-                        # Half inputs fold the hi + lo halves of dS on tensor cores (~fp32 accurate).
-                        ds_hi = ds.to(DTYPE)
-                        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), ds_hi)
-                        by_key_joint = tl.dot(k_one_hot_t.to(DTYPE), (ds - ds_hi.to(tl.float32)).to(DTYPE), by_key_joint)
-                    dbias_t = _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
+                    dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
                 ds = (ds * scale).to(DTYPE)
                 kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
                 q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
