@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def ntu_copy(shared_data: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "ntu_raw"
-    shutil.copytree(shared_data / "ntu_raw", dst)
+def _writable_copy(src: Path, dst: Path) -> Path:
+    # The shared samples may be read-only; corruption tests edit the copies.
+    shutil.copytree(src, dst)
     for p in dst.iterdir():
         p.chmod(0o644)
     return dst
+
+
+@pytest.fixture
+def ntu_copy(shared_data: Path, tmp_path: Path) -> Path:
+    return _writable_copy(shared_data / "ntu_raw", tmp_path / "ntu_raw")
 
 
 @pytest.fixture
 def kinetics_copy(shared_data: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "kinetics_raw"
-    shutil.copytree(shared_data / "kinetics_raw", dst)
-    for p in dst.iterdir():
-        p.chmod(0o644)
-    return dst
+    return _writable_copy(shared_data / "kinetics_raw", tmp_path / "kinetics_raw")
