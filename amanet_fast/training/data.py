@@ -47,8 +47,10 @@ def data_dir(cfg: dict[str, Any]) -> Path:
 
 
 def _is_prepared(d: Path) -> bool:
-    files = [f"{s}_data_joint.npy" for s in ("train", "val")] + [f"{s}_label.pkl" for s in ("train", "val")]
-    return (d / "manifest.json").is_file() and all((d / f).is_file() for f in files)
+    from amanet_fast.data.io import MANIFEST_NAME, SPLITS, data_file, label_file
+
+    files = [MANIFEST_NAME] + [f(s) for s in SPLITS for f in (data_file, label_file)]
+    return all((d / f).is_file() for f in files)
 
 
 def prepare_command(cfg: dict[str, Any]) -> str:
