@@ -2,6 +2,7 @@
 clear message and a non-zero exit code instead of a traceback."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -9,6 +10,7 @@ from typing import Sequence
 from . import config as C
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import MissingDataError
+from .workdir import WorkDirBusyError
 
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_FAILED = 1
@@ -38,13 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         train(cfg, full_argv, resume=not args.no_resume)
         return 0
-    except (MissingDataError, CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
+    except (MissingDataError, CheckpointError, WorkDirBusyError, ValueError, TypeError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("train.py: interrupted; the last finished epoch is in WORK_DIR/latest.pt and resumes on the next run",
-              file=sys.stderr)
-        return 130
+    except OSError as err:  # work dir unwritable, full disk, unreadable file: name the file, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"train.py: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"train.py: interrupted by {signal.Signals(signum).name}; the last finished epoch is in "
+              "WORK_DIR/latest.pt and resumes on the next run", file=sys.stderr)
+        return 128 + int(signum)
     except Exception as err:
         from .loop import NonFiniteLossError
 
