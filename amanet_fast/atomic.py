@@ -22,11 +22,13 @@ def write_atomic(path: str | Path, writer: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; datasets and results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError):  # full disk, target is a directory: name the file meant, not the temp
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     return path
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import pickle
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from . import safe_pickle
 
 DEFAULT_WEIGHTS = (0.6, 0.6, 0.4, 0.4)
 
@@ -37,10 +39,11 @@ def _read_pickle(path: Path, what: str):
     if not path.is_file():
         raise EnsembleError(f"{what} file {path} does not exist")
     try:
-        with path.open("rb") as fh:
-            return pickle.load(fh)
+        return safe_pickle.load_file(path)  # score files from others are data, never code
+    except safe_pickle.UnsafePickleError as err:
+        raise EnsembleError(f"{what} file {path}: {err}") from None
     except Exception as err:
-        raise EnsembleError(f"{what} file {path} could not be read: {type(err).__name__}: {err}") from err
+        raise EnsembleError(f"{what} file {path} could not be read: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def load_scores(path: str | Path, split: str = "val") -> tuple[dict[str, np.ndarray], Path]:
@@ -49,10 +52,22 @@ def load_scores(path: str | Path, split: str = "val") -> tuple[dict[str, np.ndar
     file = path / f"scores_{split}.pkl" if path.is_dir() else path
     obj = _read_pickle(file, "score")
     if isinstance(obj, (list, tuple)) and len(obj) == 2 and not isinstance(obj[0], str):
-        obj = dict(obj)  # MS-G3D style: list of (name, score) pairs
+        try:
+            obj = dict(obj)  # MS-G3D style: list of (name, score) pairs
+        except (TypeError, ValueError):
+            raise EnsembleError(f"score file {file}: expected {{sample name: score vector}} or (name, score) "
+                                "pairs") from None
     if not isinstance(obj, dict) or not obj:
         raise EnsembleError(f"score file {file}: expected a non-empty {{sample name: score vector}} mapping")
-    scores = {str(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in obj.items()}
+    scores = {}
+    for k, v in obj.items():
+        vec = np.asarray(v)
+        if vec.dtype.kind not in "iuf" or vec.size == 0:
+            raise EnsembleError(f"score file {file}: the score of {k!r:.60} is {v!r:.60}, expected a vector of numbers")
+        vec = vec.astype(np.float64).reshape(-1)
+        if not np.isfinite(vec).all():  # NaN would rank arbitrarily and still report an accuracy
+            raise EnsembleError(f"score file {file}: the score of {k!r:.60} holds NaN/inf")
+        scores[str(k)] = vec
     widths = {v.shape[0] for v in scores.values()}
     if len(widths) != 1:
         raise EnsembleError(f"score file {file}: score vectors have different lengths {sorted(widths)}")
@@ -63,26 +78,34 @@ def load_labels(path: str | Path) -> dict[str, int]:
     """Labels from a (sample_names, labels) pickle (prepared *_label.pkl or train.py's labels_<split>.pkl)."""
     path = Path(path)
     obj = _read_pickle(path, "label")
+    expected = f"label file {path}: expected (sample_names, labels) or {{name: label}} with integer labels >= 0"
     if isinstance(obj, dict):
-        return {str(k): int(v) for k, v in obj.items()}
-    if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
-        raise EnsembleError(f"label file {path}: expected (sample_names, labels) or {{name: label}}")
-    return {str(n): int(lbl) for n, lbl in zip(obj[0], obj[1])}
+        pairs = list(obj.items())
+    elif (isinstance(obj, (list, tuple)) and len(obj) == 2 and all(hasattr(o, "__len__") for o in obj)
+          and len(obj[0]) == len(obj[1])):
+        pairs = list(zip(obj[0], obj[1]))
+    else:
+        raise EnsembleError(expected)
+    bad = next((v for _, v in pairs if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                or v < 0), None)
+    if bad is not None:
+        raise EnsembleError(f"{expected}; got label {bad!r:.40}")
+    return {str(n): int(lbl) for n, lbl in pairs}
 
 
-def _labels_for(first_input: Path, split: str, labels_arg: str | None) -> dict[str, int]:
+def _labels_for(first_input: Path, split: str, labels_arg: str | None) -> tuple[dict[str, int], str]:
     if labels_arg:
-        return load_labels(labels_arg)
+        return load_labels(labels_arg), str(labels_arg)
     folder = first_input if first_input.is_dir() else first_input.parent
     candidate = folder / f"labels_{split}.pkl"
     if candidate.is_file():
-        return load_labels(candidate)
+        return load_labels(candidate), str(candidate)
     raise EnsembleError(f"no labels found: {candidate} does not exist; pass --labels PATH "
                         "(the prepared data's val_label.pkl)")
 
 
 def stack(score_dicts: Sequence[dict[str, np.ndarray]], labels: dict[str, int],
-          sources: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+          sources: Sequence[Path], label_source: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(streams, N, classes) array over the samples all inputs share with the labels."""
     names = sorted(labels)
     for d, src in zip(score_dicts, sources):
@@ -92,6 +115,11 @@ def stack(score_dicts: Sequence[dict[str, np.ndarray]], labels: dict[str, int],
     widths = {next(iter(d.values())).shape[0] for d in score_dicts}
     if len(widths) != 1:
         raise EnsembleError(f"inputs have different class counts: {sorted(widths)}")
+    (width,) = widths
+    too_big = next((n for n in names if labels[n] >= width), None)
+    if too_big is not None:
+        raise EnsembleError(f"{label_source or 'labels'}: label {labels[too_big]} of {too_big!r} is outside the "
+                            f"{width} classes of the scores")
     arr = np.stack([np.stack([d[n] for n in names]) for d in score_dicts])
     return arr, np.asarray([labels[n] for n in names], dtype=np.int64), names
 
@@ -150,8 +178,9 @@ def run(args: argparse.Namespace) -> dict:
     inputs = [Path(p) for p in args.inputs]
     loaded = [load_scores(p, args.split) for p in inputs]
     dicts, files = [d for d, _ in loaded], [f for _, f in loaded]
-    labels = _labels_for(inputs[0], args.split, args.labels)
-    stacked, y, names = stack(dicts, labels, files)
+    _check_finite_args(args)
+    labels, label_file = _labels_for(inputs[0], args.split, args.labels)
+    stacked, y, names = stack(dicts, labels, files, label_file)
 
     report: dict = {"num_samples": len(y), "streams": []}
     for f, s in zip(files, stacked):
@@ -167,11 +196,11 @@ def run(args: argparse.Namespace) -> dict:
         if len(s_inputs) != len(inputs):
             raise EnsembleError(f"--search-inputs: expected {len(inputs)} files, got {len(s_inputs)}")
         s_loaded = [load_scores(p, "holdout") for p in s_inputs]
-        s_labels = _labels_for(s_inputs[0], "holdout", args.search_labels)
+        s_labels, s_label_file = _labels_for(s_inputs[0], "holdout", args.search_labels)
         if set(s_labels) & set(names):
             raise EnsembleError("held-out search scores share samples with the evaluated split; "
                                 "weights must be picked on other data")
-        s_stacked, s_y, _ = stack([d for d, _ in s_loaded], s_labels, [f for _, f in s_loaded])
+        s_stacked, s_y, _ = stack([d for d, _ in s_loaded], s_labels, [f for _, f in s_loaded], s_label_file)
         weights, search_acc = search_weights(s_stacked, s_y, args.grid)
         report["search"] = {"num_samples": len(s_y), "top1": search_acc, "files": [str(f) for _, f in s_loaded]}
     else:
@@ -185,6 +214,19 @@ def run(args: argparse.Namespace) -> dict:
         write_pickle_atomic(args.output, {n: v.astype(np.float32) for n, v in zip(names, fused)})
         report["output"] = args.output
     return report
+
+
+def _check_finite_args(args: argparse.Namespace) -> None:
+    for flag, values in (("--weights", args.weights), ("--grid", args.grid if args.search else None)):
+        if values is None:
+            continue
+        if not all(math.isfinite(v) for v in values):
+            raise EnsembleError(f"{flag}: expected finite numbers, got {' '.join(f'{v:g}' for v in values)}")
+        if not any(values):
+            raise EnsembleError(f"{flag}: all values are 0, so every fused score would be 0")
+        if any(v < 0 for v in values):
+            print(f"ensemble: warning: {flag} has negative values ({' '.join(f'{v:g}' for v in values)}): "
+                  "those streams count against their classes", file=sys.stderr)
 
 
 def format_report(report: dict) -> str:
@@ -205,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run(args)
     except EnsembleError as err:
         print(f"ensemble: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --output is a directory, read-only or on a full disk
+        print(f"ensemble: error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

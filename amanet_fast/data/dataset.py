@@ -9,7 +9,6 @@ coordinates), then the requested stream (bone, fused) via `amanet_fast.streams`.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import torch
 
 from ..streams import STREAMS, to_stream
 from . import augment
-from .io import MANIFEST_NAME, data_file, label_file, read_manifest
+from .io import (MANIFEST_NAME, check_sampled_finite, data_file, label_file, open_prepared_array, read_label_pickle,
+                 read_manifest)
 
 __all__ = ["SkeletonDataset", "prepare_command"]
 
@@ -84,8 +84,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         self.layout: str = self.manifest["layout"]
         self.num_classes: int = int(self.manifest["num_classes"])
         self.num_channels: int = int(self.manifest["num_channels"])
-        with open(self.data_dir / label_file(split), "rb") as f:
-            names, labels = pickle.load(f)
+        names, labels = read_label_pickle(self.data_dir / label_file(split))
         self.sample_names: list[str] = list(names)
         self.labels: list[int] = [int(l) for l in labels]
         self._data: np.ndarray | None = None
@@ -99,6 +98,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         bad = [l for l in self.labels if not 0 <= l < self.num_classes]
         if bad:
             raise ValueError(f"{self.data_dir / label_file(split)}: label {bad[0]} outside 0..{self.num_classes - 1}")
+        check_sampled_finite(data, self.data_dir / data_file(split))
 
     def _manifest(self, layout: str | None, num_classes: int | None) -> dict:
         manifest = read_manifest(self.data_dir)
@@ -111,9 +111,8 @@ class SkeletonDataset(torch.utils.data.Dataset):
             # Arrays prepared elsewhere (e.g. MS-G3D's own scripts): usable when the caller says what they are.
             log.warning("%s has no %s; using it as layout=%s, num_classes=%d as given", self.data_dir,
                         MANIFEST_NAME, layout, num_classes)
-            shape = np.load(self.data_dir / data_file(self.split), mmap_mode="r").shape
-            with open(self.data_dir / label_file(self.split), "rb") as f:
-                count = len(pickle.load(f)[1])
+            shape = open_prepared_array(self.data_dir / data_file(self.split)).shape
+            count = len(read_label_pickle(self.data_dir / label_file(self.split))[1])
             return {"kind": "external", "layout": layout, "num_classes": int(num_classes),
                     "num_channels": int(shape[1]), "counts": {self.split: count}}
         if has_files:
@@ -128,7 +127,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         """Opened on first use, so pickling the dataset to a spawned worker does not copy the array."""
         if self._data is None:
             path = self.data_dir / data_file(self.split)
-            self._data = np.load(path, mmap_mode="r" if self.mmap else None)
+            self._data = open_prepared_array(path, self.mmap)
         return self._data
 
     def __getstate__(self) -> dict[str, Any]:

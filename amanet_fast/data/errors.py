@@ -10,7 +10,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataFormatError", "read_json_file"]
+__all__ = ["DataFormatError", "read_json_file", "read_text_file", "check_coordinates", "COORD_LIMIT"]
 
 
 class DataFormatError(ValueError):
@@ -35,8 +35,46 @@ def read_json_file(path: Path) -> Any:
     naming the file and line."""
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            raw = f.read()
+    except OSError as err:  # a directory or a symlink loop named *.json, an unreadable file
+        raise DataFormatError(f"cannot read: {err.strerror or err}", path) from None
+    try:
+        return json.loads(raw)
     except json.JSONDecodeError as err:
         raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
     except UnicodeDecodeError:
         raise DataFormatError("malformed JSON: not UTF-8 text", path) from None
+    except RecursionError:
+        raise DataFormatError("malformed JSON: nested too deeply to be skeleton data", path) from None
+
+
+# Far beyond any real coordinate (pixels, metres or normalized units); larger values are corrupt data
+# that would lose all precision in float32 (1e30) or become inf (1e39).
+COORD_LIMIT = 1e6
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file (ignore list, label map); unreadable or undecodable content names file and line."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DataFormatError(f"cannot read {what}: {err.strerror or err}", path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataFormatError(f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x})", path, line) from None
+
+
+def check_coordinates(values: Any, path: str | PathLike | None, what: str, line: int | None = None) -> None:
+    """Finite and within COORD_LIMIT; the message names the first bad value."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise DataFormatError(f"non-finite (NaN/inf) value in {what}", path, line)
+    big = np.abs(arr) > COORD_LIMIT
+    if big.any():
+        raise DataFormatError(f"implausible value {arr[big].flat[0]:g} in {what} (|value| > {COORD_LIMIT:g}: "
+                              "corrupt data?)", path, line)

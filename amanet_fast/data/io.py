@@ -7,16 +7,20 @@ so an interrupted or failed run never leaves something that looks usable.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .. import safe_pickle
 from ..atomic import write_json_atomic
+from .errors import DataFormatError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -27,6 +31,9 @@ __all__ = [
     "label_file",
     "PreparedWriter",
     "read_manifest",
+    "read_label_pickle",
+    "open_prepared_array",
+    "check_sampled_finite",
     "write_json_atomic",
 ]
 
@@ -46,12 +53,108 @@ def label_file(split: str) -> str:
 
 
 
+# Manifest keys readers rely on, with the type each must have.
+_MANIFEST_TYPES = {"layout": str, "num_classes": int, "num_channels": int, "counts": dict}
+
+
 def read_manifest(data_dir: Path) -> dict | None:
+    """The manifest of a prepared dataset (None when absent); damage is a DataFormatError naming the file."""
     path = Path(data_dir) / MANIFEST_NAME
     if not path.is_file():
         return None
-    with open(path) as f:
-        return json.load(f)
+    from .errors import read_json_file
+
+    manifest = read_json_file(path)
+    if not isinstance(manifest, dict):
+        raise DataFormatError(f"expected a JSON object, got {type(manifest).__name__} (re-run the preparation)",
+                              path)
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if key not in manifest:
+            raise DataFormatError(f"lacks {key!r}: not written by this version of prepare (re-run it)", path)
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 1):
+            raise DataFormatError(f"{key!r} is {value!r:.60}, expected a{' positive' if kind is int else ''} "
+                                  f"{kind.__name__}", path)
+    return manifest
+
+
+def read_label_pickle(path: Path) -> tuple[list[str], list[int]]:
+    """A prepared `*_label.pkl`: (sample names, integer labels) of equal length, loaded as data only."""
+    expected = "expected a pickled (sample_names, labels) pair"
+    try:
+        obj = safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as err:
+        raise DataFormatError(str(err), path) from None
+    except FileNotFoundError:
+        raise DataFormatError("label file not found", path) from None
+    except Exception as err:  # truncated, not a pickle, unreadable
+        raise DataFormatError(f"cannot read ({type(err).__name__}: {str(err)[:120]}); {expected}", path) from None
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        n = len(obj) if isinstance(obj, (tuple, list)) else type(obj).__name__
+        raise DataFormatError(f"holds {n}{'-tuple' if isinstance(n, int) else ''}; {expected}", path)
+    names, labels = (list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for v in obj)
+    if not isinstance(names, list) or not isinstance(labels, list) or len(names) != len(labels):
+        raise DataFormatError(f"names and labels differ in kind or length; {expected}", path)
+    bad = next((v for v in labels if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))), None)
+    if bad is not None:
+        raise DataFormatError(f"label {bad!r:.40} is not an integer", path)
+    return [str(n) for n in names], [int(v) for v in labels]
+
+
+def open_prepared_array(path: Path, mmap: bool = True) -> np.ndarray:
+    """A prepared `.npy` float array, checked against its header before mapping (truncation, garbage, pickles)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = reader(fh)
+            offset = fh.tell()
+    except FileNotFoundError:
+        raise DataFormatError("array file not found", path) from None
+    except OSError as err:
+        raise DataFormatError(f"cannot read: {err.strerror or err}", path) from None
+    except ValueError as err:
+        raise DataFormatError(f"not a .npy array file ({str(err)[:80]}); re-run the preparation", path) from None
+    if dtype.hasobject or dtype.kind not in "f":
+        raise DataFormatError(f"holds dtype {dtype}, expected float32 arrays (re-run the preparation)", path)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < need:
+        raise DataFormatError(f"truncated: {size} bytes, its header {tuple(shape)} {dtype} needs {need} "
+                              "(interrupted copy or full disk?); re-run the preparation or copy it again", path)
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def check_sampled_finite(data: np.ndarray, path: Path, samples: int = 16) -> None:
+    """Spot-check evenly spaced samples for NaN/inf (prepare never writes them; a damaged or foreign array can)."""
+    n = len(data)
+    for i in sorted({int(k) for k in np.linspace(0, n - 1, num=min(samples, n))} if n else ()):
+        if not np.isfinite(data[i]).all():
+            raise DataFormatError(f"sample {i} holds NaN/inf values: the array is damaged or not made by prepare",
+                                  path)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of `path` now (free space checked first, for a message that says how much)."""
+    size = path.stat().st_size
+    free = shutil.disk_usage(path.parent).free
+    if size > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: needs {size / 1e9:.2f} GB, {free / 1e9:.2f} GB free",
+                      str(path))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate: free space checked above
+            return
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
 
 
 class PreparedWriter:
@@ -77,10 +180,14 @@ class PreparedWriter:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def open_data(self, split: str, shape: tuple[int, ...]) -> np.memmap:
-        """A float32 memory-mapped .npy so a split never has to fit in RAM."""
+        """A float32 memory-mapped .npy so a split never has to fit in RAM.
+
+        Its blocks are reserved before mapping: a full disk is an OSError here, never a SIGBUS
+        on a page written later through the map."""
         name = data_file(split)
         arr = np.lib.format.open_memmap(self.tmp_dir / name, mode="w+", dtype=np.float32, shape=shape)
         self._files.append(name)
+        _reserve(self.tmp_dir / name)
         return arr
 
     def shrink_data(self, split: str, arr: np.memmap, count: int, chunk: int = 256) -> np.memmap:
@@ -90,6 +197,7 @@ class PreparedWriter:
         name = data_file(split)
         part = self.tmp_dir / (name + ".part")
         out = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=(count, *arr.shape[1:]))
+        _reserve(part)
         for start in range(0, count, chunk):
             out[start:start + chunk] = arr[start:min(start + chunk, count)]
         out.flush()
@@ -99,9 +207,13 @@ class PreparedWriter:
 
     def write_labels(self, split: str, sample_names: list[str], labels: list[int]) -> None:
         name = label_file(split)
-        with open(self.tmp_dir / name, "wb") as f:
-            pickle.dump((list(sample_names), [int(l) for l in labels]), f)
+        path = self.tmp_dir / name
         self._files.append(name)
+        try:
+            with open(path, "wb") as f:
+                pickle.dump((list(sample_names), [int(l) for l in labels]), f)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from None
 
     def commit(self, manifest: dict) -> Path:
         """Move every file into place, manifest last; stale split files of an older run go first."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError, read_json_file
+from .errors import DataFormatError, check_coordinates, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
@@ -30,12 +30,12 @@ def _numbers(values, count: int, what: str, path: Path, frame: int) -> np.ndarra
     if not isinstance(values, list) or len(values) != count:
         n = len(values) if isinstance(values, list) else type(values).__name__
         raise DataFormatError(f"frame_index {frame}: '{what}' must be a list of {count} numbers, got {n}", path)
-    try:
-        arr = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataFormatError(f"frame_index {frame}: non-numeric value in '{what}'", path) from None
-    if not np.isfinite(arr).all():
-        raise DataFormatError(f"frame_index {frame}: non-finite (NaN/inf) value in '{what}'", path)
+    # JSON numbers only: numpy would also turn "0.5", [0.5] or true into a number without a word.
+    bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    if bad is not None:
+        raise DataFormatError(f"frame_index {frame}: non-numeric value {bad!r} in '{what}'", path)
+    arr = np.array(values, dtype=np.float64)
+    check_coordinates(arr, path, f"'{what}' of frame_index {frame}")
     return arr
 
 
@@ -46,12 +46,16 @@ def skeleton_from_kinetics_json(video: dict, path: Path, num_frames: int = NUM_F
         raise DataFormatError("missing 'data' list (not a Kinetics-Skeleton clip)", path)
     x = np.zeros((3, num_frames, NUM_JOINTS, MAX_PERSONS_READ), dtype=np.float64)
     dropped = set()
+    seen: set[int] = set()
     for k, frame in enumerate(frames):
         if not isinstance(frame, dict) or "frame_index" not in frame or not isinstance(frame.get("skeleton"), list):
             raise DataFormatError(f"data[{k}] needs 'frame_index' and a 'skeleton' list", path)
         fi = frame["frame_index"]
         if isinstance(fi, bool) or not isinstance(fi, int) or fi < 1:
             raise DataFormatError(f"data[{k}]: frame_index must be an integer >= 1, got {fi!r}", path)
+        if fi in seen:  # a second entry would silently overwrite the first
+            raise DataFormatError(f"data[{k}]: frame_index {fi} appears more than once", path)
+        seen.add(fi)
         t = fi - 1
         if t >= num_frames:
             dropped.add(t)
@@ -66,6 +70,10 @@ def skeleton_from_kinetics_json(video: dict, path: Path, num_frames: int = NUM_F
             x[0, t, :, m] = pose[0::2]
             x[1, t, :, m] = pose[1::2]
             x[2, t, :, m] = score
+    if not (x[2] > 0).any():
+        raise DataFormatError(f"no skeleton in any frame ({len(frames)} frames, no joint with a score > 0): "
+                              "an empty clip would train as an all-zero sample (pass --skip-bad to leave it out)",
+                              path)
     x[0:2] -= 0.5
     x[1] = -x[1]
     missing = x[2] == 0
@@ -138,6 +146,7 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
                               "kinetics_{train,val}_label.json (or --val-dir/--val-label-file)", raw)
     names: dict[int, str] = {}
     splits: dict[str, list[Sample]] = {}
+    claimed: dict[Path, str] = {}  # clip -> the split that took it
     for split, (clip_dir, label_path) in found.items():
         table = read_json_file(label_path)
         if not isinstance(table, dict):
@@ -153,19 +162,32 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
             try:
                 entry = table.get(path.stem)
                 if not isinstance(entry, dict) or "label_index" not in entry:
-                    raise DataFormatError(f"missing label: clip id {path.stem!r} not in {label_path.name}", path)
+                    raise DataFormatError(f"missing label: clip id {path.stem!r} not in {label_path}", path)
                 if not entry.get("has_skeleton", True):
                     problems.skip(path, "has_skeleton=false in the label file", split)
                     continue
-                label = check_label(entry["label_index"], num_classes, path)
+                try:
+                    label = check_label(entry["label_index"], num_classes, path)
+                except DataFormatError as err:  # the value is in the label file: say which
+                    raise DataFormatError(f"{err.reason} (label_index of {path.stem!r} in {label_path})",
+                                          path) from None
             except DataFormatError as err:
                 problems.report(err, split)
                 continue
+            other = claimed.setdefault(path.absolute(), split)
+            if other != split:  # e.g. the val label file given as the train one: every clip in both splits
+                raise DataFormatError(f"clip is in both the {other} and the {split} split "
+                                      f"({found[other][1]} and {label_path} both list {path.stem!r})", path)
             if isinstance(entry.get("label"), str):
                 names.setdefault(label, entry["label"])
             samples.append(Sample(path.name, label, (path, label), str(path)))
         if samples:
             splits[split] = samples
+    if not splits:
+        skipped = len(problems.skipped)
+        raise DataFormatError(f"no usable clip: all {skipped} listed clips were skipped "
+                              f"({problems.skipped[0]['reason'] if skipped else 'none listed'})",
+                              found[next(iter(found))][1])
     classes = list(class_names) if class_names else [names.get(i) for i in range(num_classes)]
     return DatasetPlan(
         kind=kind, layout="openpose18", channels=("x", "y", "score"), num_classes=num_classes,

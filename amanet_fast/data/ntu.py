@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError
+from .errors import COORD_LIMIT, DataFormatError, check_coordinates, read_text_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample
 
@@ -60,6 +60,8 @@ def read_skeleton_file(path: str | Path, max_frames: int | None = None) -> tuple
         text = path.read_text()
     except UnicodeDecodeError:
         raise DataFormatError("not a text .skeleton file (undecodable bytes)", path) from None
+    except OSError as err:  # a directory or a symlink loop named *.skeleton, an unreadable file
+        raise DataFormatError(f"cannot read: {err.strerror or err}", path) from None
     lines = text.splitlines()  # CRLF and LF alike
     n_lines = len(lines)
     if n_lines == 0 or not lines[0].strip():
@@ -112,7 +114,7 @@ def _parse_joint_block(block: list[str], path: Path, first_lineno: int) -> np.nd
     if all(len(f) == 12 for f in fields):
         try:
             values = np.array(fields, dtype=np.float64)[:, :3]
-            if np.isfinite(values).all():
+            if np.isfinite(values).all() and np.abs(values).max() <= COORD_LIMIT:
                 return values
         except ValueError:
             pass
@@ -127,6 +129,7 @@ def _parse_joint_block(block: list[str], path: Path, first_lineno: int) -> np.nd
         if not np.isfinite(numbers[:3]).all():
             raise DataFormatError(f"non-finite coordinate (NaN/inf) in joint line: {line.strip()[:60]!r}",
                                   path, first_lineno + k)
+        check_coordinates(numbers[:3], path, f"joint line {line.strip()[:60]!r}", first_lineno + k)
     raise AssertionError("joint block failed the fast parse but no bad line was found")  # pragma: no cover
 
 
@@ -259,7 +262,7 @@ def _read_ignore_list(path: Path) -> set[str]:
     if not path.is_file():
         raise DataFormatError("ignore list not found", path)
     names = set()
-    for line in path.read_text().splitlines():
+    for line in read_text_file(path, "ignore list").splitlines():
         line = line.strip()
         if line:
             names.add(line[:-len(".skeleton")] if line.endswith(".skeleton") else line)
@@ -270,7 +273,7 @@ def _class_names(raw: Path, kind: str, num_classes: int) -> list[str | None] | N
     path = raw / f"label_map_{kind}.txt"
     if not path.is_file():
         return None
-    names = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    names = [l.strip() for l in read_text_file(path, "label map").splitlines() if l.strip()]
     if len(names) != num_classes:
         raise DataFormatError(f"expected {num_classes} class names, found {len(names)}", path)
     return names

@@ -75,7 +75,7 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
 
     out_dir = Path(out_dir)
     if not plan.splits:
-        raise DataFormatError("no samples found for any split (train/val)", out_dir)
+        raise _all_bad("no samples found for any split (train/val)", plan.skipped, None, out_dir)
     V = _num_joints(plan.layout)
     C = len(plan.channels)
     shape = (C, NUM_FRAMES, V, NUM_PERSONS)
@@ -109,7 +109,8 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
                 with_dropped += result.dropped_frames > 0
             bar.close()
             if not names:
-                raise DataFormatError(f"every sample of split {split!r} was bad; nothing to write", out_dir)
+                raise _all_bad(f"every sample of split {split!r} was bad; nothing to write",
+                               plan.skipped + problems.skipped, split, out_dir)
             arr.flush()
             arr = writer.shrink_data(split, arr, len(names))
             del arr
@@ -144,9 +145,21 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
         writer.commit(manifest)
     for rec in problems.skipped:
         log.warning("skipped %s", rec["reason"])
+    if plan.skipped:
+        log.warning("warning: left out %d samples on purpose (listed under 'skipped' in the manifest), e.g. %s: %s",
+                    len(plan.skipped), plan.skipped[0]["file"], plan.skipped[0]["reason"])
     log.info("prepared %s -> %s: %s", plan.kind, out_dir,
              ", ".join(f"{k} {v['count']}" for k, v in splits_info.items()))
     return out_dir
+
+
+def _all_bad(what: str, skipped: list[dict], split: str | None, out_dir: Path) -> DataFormatError:
+    """Name the input that was bad (the first skipped one), not the output dir."""
+    first = next((r for r in skipped if split is None or r.get("split") in (split, None)), None)
+    if first is None or not first.get("file"):
+        return DataFormatError(what, out_dir)
+    return DataFormatError(f"{what}: {len(skipped)} skipped, the first: {first['reason']}", first["file"],
+                           first.get("line"))
 
 
 def _num_joints(layout: str) -> int:
@@ -213,6 +226,8 @@ def prepare(args: argparse.Namespace, command: str | None = None) -> Path:
     """Dispatch one parsed command line to its reader and run it."""
     problems = Problems(args.skip_bad)
     kind = args.kind
+    if args.workers < 1:
+        raise DataFormatError(f"--workers must be >= 1, got {args.workers}")
     if kind == "synthetic":
         from .synthetic import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, prepare_synthetic
         return prepare_synthetic(
@@ -256,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = prepare(args, command=command)
     except (DataFormatError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out is a file, read-only or full: name the path, no traceback
+        print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written to the output directory", file=sys.stderr)

@@ -11,13 +11,14 @@ kept. Frames past 300 are dropped and counted. Layout from V unless given.
 """
 from __future__ import annotations
 
-import pickle
+import numbers
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError
+from .. import safe_pickle
+from .errors import DataFormatError, check_coordinates
 from .io import NUM_FRAMES, NUM_PERSONS
 from .ntu import select_bodies
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
@@ -31,10 +32,11 @@ def read_pyskl_pickle(path: Path) -> tuple[dict[str, list[str]] | None, list[dic
     if not path.is_file():
         raise DataFormatError("pyskl annotation pickle not found", path)
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
-    except Exception as err:  # truncated / not a pickle
-        raise DataFormatError(f"cannot unpickle ({type(err).__name__}: {err})", path) from None
+        obj = safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as err:
+        raise DataFormatError(str(err), path) from None
+    except Exception as err:  # truncated / not a pickle / unreadable
+        raise DataFormatError(f"cannot unpickle ({type(err).__name__}: {str(err)[:200]})", path) from None
     if isinstance(obj, dict) and "annotations" in obj:
         split = obj.get("split")
         if split is not None and not (isinstance(split, dict)
@@ -59,24 +61,30 @@ def annotation_to_array(ann: dict, where: str, num_frames: int = NUM_FRAMES) -> 
     if not isinstance(kp, np.ndarray) or kp.ndim != 4 or kp.shape[-1] not in (2, 3):
         shape = getattr(kp, "shape", None)
         raise DataFormatError(f"'keypoint' must be an array (M, T, V, 2|3), got {shape}", where)
+    if kp.dtype.kind not in "iuf":
+        raise DataFormatError(f"'keypoint' must hold numbers, got dtype {kp.dtype}", where)
     kp = kp.astype(np.float64)
     M, T, V, C = kp.shape
+    if M == 0 or T == 0:  # would become an all-zero training sample
+        raise DataFormatError(f"'keypoint' is empty (shape {kp.shape}: no persons or no frames)", where)
     if V not in LAYOUT_BY_JOINTS:
         raise DataFormatError(f"wrong joint count {V} (supported: {sorted(LAYOUT_BY_JOINTS)})", where)
     if not np.isfinite(kp).all():
         raise DataFormatError("non-finite (NaN/inf) keypoint coordinates", where)
+    check_coordinates(kp, where, "'keypoint'")
     if C == 2:
         score = ann.get("keypoint_score")
         if score is None:
             score = np.ones((M, T, V))  # no confidences recorded: every keypoint counts as seen
-        score = np.asarray(score, dtype=np.float64)
+        score = np.asarray(score)
+        if score.dtype.kind not in "iuf":
+            raise DataFormatError(f"'keypoint_score' must hold numbers, got dtype {score.dtype}", where)
+        score = score.astype(np.float64)
         if score.shape != (M, T, V):
             raise DataFormatError(f"'keypoint_score' has shape {score.shape}, expected {(M, T, V)}", where)
         if not np.isfinite(score).all():
             raise DataFormatError("non-finite (NaN/inf) keypoint scores", where)
-        h, w = ann.get("img_shape") or ann.get("original_shape") or (None, None)
-        if not h or not w:
-            raise DataFormatError("2D keypoints need 'img_shape' (h, w) to normalize", where)
+        h, w = _image_size(ann, where)
         kp[..., 0] = (kp[..., 0] - w / 2) / (w / 2)
         kp[..., 1] = (kp[..., 1] - h / 2) / (h / 2)
         x = np.concatenate([kp, score[..., None]], axis=-1)  # (M, T, V, 3)
@@ -91,6 +99,20 @@ def annotation_to_array(ann: dict, where: str, num_frames: int = NUM_FRAMES) -> 
     x = x[:, :num_frames]
     out[:, :x.shape[1], :, :x.shape[0]] = x.transpose(3, 1, 2, 0)
     return out, dropped, mode
+
+
+def _image_size(ann: dict, where: str) -> tuple[float, float]:
+    shape = ann.get("img_shape")
+    if shape is None:
+        shape = ann.get("original_shape")
+    if shape is None:
+        raise DataFormatError("2D keypoints need 'img_shape' (h, w) to normalize", where)
+    ok = (isinstance(shape, (tuple, list, np.ndarray)) and len(shape) == 2
+          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in shape))
+    if not ok:
+        raise DataFormatError(f"'img_shape' must be (height, width) in pixels, two positive numbers; "
+                              f"got {shape!r:.60}", where)
+    return float(shape[0]), float(shape[1])
 
 
 def _load_annotation(source: tuple[dict, str]) -> LoadResult:
@@ -109,7 +131,10 @@ def plan_pyskl(raw: str | Path, problems: Problems, *, train_split: str = "train
         if not isinstance(ann, dict) or "frame_dir" not in ann:
             problems.report(DataFormatError(f"annotation {i} is not a dict with 'frame_dir'", path))
             continue
-        by_name[str(ann["frame_dir"])] = ann
+        name = str(ann["frame_dir"])
+        if name in by_name:  # which one is meant cannot be told; never drop one silently
+            raise DataFormatError(f"two annotations have frame_dir {name!r}", path)
+        by_name[name] = ann
     if split_map is None:
         wanted = {unsplit_to: list(by_name)}
         split_note = f"pickle has no 'split': all {len(by_name)} annotations -> {unsplit_to}"
@@ -126,9 +151,14 @@ def plan_pyskl(raw: str | Path, problems: Problems, *, train_split: str = "train
     modes, joints = set(), set()
     splits: dict[str, list[Sample]] = {}
     labels_seen: list[int] = []
+    taken: dict[str, str] = {}  # sample -> the split that lists it
     for split, names in wanted.items():
         samples = []
         for name in names:
+            if name in taken:  # twice in one split, or in both: duplicated or leaked samples
+                raise DataFormatError(f"{name!r} is listed twice (in split {taken[name]!r} and in split "
+                                      f"{split!r})", path)
+            taken[name] = split
             where = f"{path}[{name}]"
             try:
                 ann = by_name.get(name)

@@ -9,14 +9,14 @@ Kinect v1 metres, translated so the frame-0 spine joint sits at the origin
 """
 from __future__ import annotations
 
-import pickle
 import re
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError, read_json_file
+from .. import safe_pickle
+from .errors import DataFormatError, check_coordinates, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
@@ -40,23 +40,34 @@ def load_ucla_clip(path: Path, expected_label: int | None = None, num_frames: in
         raw_label = doc.get("label") if isinstance(doc, dict) else None
         if raw_label is None:
             raise DataFormatError("missing 'label'", path)
-        if check_label(raw_label - 1 if isinstance(raw_label, int) else raw_label, NUM_CLASSES, path) \
-                != expected_label:
+        # The file counts from 1: check the number as written, so label 0 is reported as 0, not -1.
+        if isinstance(raw_label, bool) or not isinstance(raw_label, int):
+            raise DataFormatError(f"'label' must be an integer 1..{NUM_CLASSES}, got {raw_label!r}", path)
+        if not 1 <= raw_label <= NUM_CLASSES:
+            raise DataFormatError(f"label {raw_label} out of range 1..{NUM_CLASSES}", path)
+        if raw_label - 1 != expected_label:
             raise DataFormatError(f"label {raw_label} disagrees with the action id in the file name "
                                   f"(expected {expected_label + 1})", path)
     skel = doc.get("skeletons") if isinstance(doc, dict) else None
     if not isinstance(skel, list) or not skel:
         raise DataFormatError("missing or empty 'skeletons' (T x 20 x 3)", path)
     try:
-        arr = np.array(skel, dtype=np.float64)
+        arr = np.array(skel)  # no dtype: numbers given as text or true/false must not pass as numbers
     except (TypeError, ValueError):
         raise DataFormatError("'skeletons' is not a rectangular T x 20 x 3 array of numbers", path) from None
+    if arr.dtype.kind not in "iuf":
+        raise DataFormatError("'skeletons' is not a rectangular T x 20 x 3 array of numbers", path)
+    arr = arr.astype(np.float64)
     if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 3):
         raise DataFormatError(f"'skeletons' has shape {arr.shape}, expected (T, {NUM_JOINTS}, 3) "
                               f"(wrong joint count?)", path)
     if not np.isfinite(arr).all():
         t = int(np.argwhere(~np.isfinite(arr))[0, 0])
         raise DataFormatError(f"non-finite (NaN/inf) coordinate in frame {t}", path)
+    check_coordinates(arr, path, "'skeletons'")
+    if not arr.any():
+        raise DataFormatError(f"no skeleton data: all coordinates of the {len(arr)} frames are 0 "
+                              "(pass --skip-bad to leave the clip out)", path)
     dropped = max(0, len(arr) - num_frames)
     arr = arr[:num_frames] - arr[0, CENTER_JOINT]
     out = np.zeros((3, num_frames, NUM_JOINTS, NUM_PERSONS), dtype=np.float32)
@@ -71,13 +82,24 @@ def _load_source(source: tuple[Path, int]) -> LoadResult:
 def _val_names(path: Path) -> dict[str, int] | None:
     if not path.is_file():
         return None
+    expected = "expected a pickled list of {file_name, label}"
     try:
-        with open(path, "rb") as f:
-            entries = pickle.load(f)
-        return {e["file_name"]: int(e["label"]) for e in entries}
-    except Exception as err:  # any unpickling / structure problem is a data problem
-        raise DataFormatError(f"cannot read the val sample list ({type(err).__name__}: {err}); "
-                              f"expected a pickled list of {{file_name, label}}", path) from None
+        entries = safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as err:
+        raise DataFormatError(str(err), path) from None
+    except Exception as err:  # truncated / not a pickle / unreadable: a data problem
+        raise DataFormatError(f"cannot read the val sample list ({type(err).__name__}: {err}); {expected}",
+                              path) from None
+    if not isinstance(entries, (list, tuple)):
+        raise DataFormatError(f"holds a {type(entries).__name__}; {expected}", path)
+    names: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        name = e.get("file_name") if isinstance(e, dict) else None
+        label = e.get("label") if isinstance(e, dict) else None
+        if not isinstance(name, str) or isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise DataFormatError(f"entry {i} is {e!r:.80}; {expected} (label an integer)", path)
+        names[name] = int(label)
+    return names
 
 
 def plan_ucla(raw: str | Path, problems: Problems) -> DatasetPlan:
@@ -100,7 +122,8 @@ def plan_ucla(raw: str | Path, problems: Problems) -> DatasetPlan:
             view = int(m.group(4))
             split = "val" if view == VAL_VIEW else "train"
             if val_names is not None and (path.stem in val_names) != (split == "val"):
-                raise DataFormatError(f"view {view} disagrees with val_label.pkl membership", path)
+                raise DataFormatError(f"view {view} disagrees with {raw / 'val_label.pkl'} membership "
+                                      f"({'listed' if split == 'train' else 'not listed'} there)", path)
             label = _label_from_name(path, int(m.group(1)), val_names)
         except DataFormatError as err:
             problems.report(err, split)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -105,21 +106,34 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and verify a checkpoint; any damage becomes a CheckpointError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        what = "is a dangling symlink" if path.is_symlink() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}") from None
+    except OSError as err:  # a directory, a symlink loop, unreadable
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from None
     if len(data) < 22:
         raise CheckpointError(f"checkpoint {path} is corrupt: only {len(data)} bytes")
     _verify(path, data)
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as err:  # zip / unpickling errors of all kinds
-        raise CheckpointError(f"checkpoint {path} could not be read: {type(err).__name__}: {err}") from err
+    except pickle.UnpicklingError:
+        # weights_only refused an object: loading it would run code. Never offer to lift that.
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data; refused, "
+                              "since loading them could run code (not a checkpoint written by amanet-fast)") from None
+    except Exception as err:  # zip / format errors of all kinds
+        msg = str(err).splitlines()[0][:200] if str(err) else ""
+        raise CheckpointError(f"checkpoint {path} could not be read: {type(err).__name__}: {msg}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a mapping (got {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: not an amanet-fast training checkpoint")
+    if not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'config' and 'model' must be mappings; not an amanet-fast checkpoint")
+    if not isinstance(state["format_version"], int) or not isinstance(state["epoch"], int):
+        raise CheckpointError(f"checkpoint {path}: 'format_version' and 'epoch' must be integers")
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {state['format_version']}, this code reads <= {FORMAT_VERSION}"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -111,15 +113,71 @@ def default_config_file(dataset: str) -> Path:
     return configs_dir() / f"{dataset}.yaml"
 
 
+# A config has a few hundred values; an alias bomb ("billion laughs") expands to billions.
+MAX_YAML_NODES = 100_000
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load that refuses documents whose aliases expand past MAX_YAML_NODES."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(n: yaml.Node) -> int:
+            if id(n) in sizes:
+                return sizes[id(n)]
+            sizes[id(n)] = 1  # a recursive alias counts once here; the constructor handles the cycle
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(expanded(c) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(expanded(k) + expanded(v) for k, v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
+            return sizes[id(n)]
+
+        if expanded(node) > MAX_YAML_NODES:
+            raise ValueError(f"{source}: YAML aliases expand to more than {MAX_YAML_NODES:,} values "
+                             "(an alias bomb?); write the values out")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ValueError(f"{source}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_where(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where (line, column)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    with path.open("r", encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # a directory, unreadable
+        raise ValueError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: config file is not UTF-8 text") from None
+    try:
+        data = safe_yaml(text, str(path))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}{_yaml_where(err)}: config file is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -153,6 +211,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 raise TypeError(f"config key {key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"config key {key}: expected a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config key {key}: expected a finite number, got {value!r}")
         if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
             raise TypeError(f"config key {key}: expected an integer, got {value!r}")
         return type(default)(value)
@@ -232,9 +292,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml(raw, f"override {key}") if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ValueError(f"override {text!r}: value is not valid YAML: {err}") from err
+        raise ValueError(f"override {text!r}: value is not valid YAML: {_yaml_problem(err)}") from None
     return key, value
 
 
@@ -362,6 +422,47 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"data.{key}: expected a positive integer or null, got {v!r}")
     if not isinstance(cfg["model"]["args"], dict):
         raise ValueError("model.args: expected a mapping of build_model keyword overrides")
+    _validate_values(cfg)
+
+
+def _number(cfg: dict[str, Any], key: str) -> Any:
+    v = get_key(cfg, key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+        raise ValueError(f"{key}: expected a finite number, got {v!r}")
+    return v
+
+
+def _validate_values(cfg: dict[str, Any]) -> None:
+    """Ranges of the numeric knobs, checked before anything runs (not after an epoch, not by torch)."""
+    def need(key: str, ok: Any, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{key}: expected {expected}, got {get_key(cfg, key)!r}")
+
+    def pos_int_or_null(key: str, allow_zero: bool = False) -> None:
+        v = get_key(cfg, key)
+        need(key, v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= (0 if allow_zero else 1)),
+             f"{'a non-negative' if allow_zero else 'a positive'} integer or null")
+
+    need("optim.base_lr", _number(cfg, "optim.base_lr") > 0, "a finite number > 0")
+    m = _number(cfg, "optim.momentum")
+    need("optim.momentum", 0 <= m < 1, "0 <= momentum < 1")
+    need("optim.weight_decay", _number(cfg, "optim.weight_decay") >= 0, "a finite number >= 0")
+    need("optim.lr_gamma", _number(cfg, "optim.lr_gamma") > 0, "a finite number > 0")
+    need("optim.label_smoothing", 0 <= _number(cfg, "optim.label_smoothing") < 1, "0 <= value < 1")
+    gc = _number(cfg, "optim.grad_clip")
+    need("optim.grad_clip", gc is None or gc > 0, "a number > 0 or null")
+    need("optim.warmup_epochs", get_key(cfg, "optim.warmup_epochs") >= 0, "an integer >= 0")
+    need("optim.lr_steps", all(s >= 0 for s in cfg["optim"]["lr_steps"]), "epochs >= 0")
+    need("train.eval_every", get_key(cfg, "train.eval_every") >= 1, "an integer >= 1 (evaluate every N epochs)")
+    pos_int_or_null("train.stop_after_epoch")
+    pos_int_or_null("train.eval_batch_size")
+    pos_int_or_null("runtime.threads", allow_zero=True)
+    need("data.num_workers", get_key(cfg, "data.num_workers") >= 0, "an integer >= 0")
+    for key in ("data.synthetic.num_train", "data.synthetic.num_val"):
+        need(key, get_key(cfg, key) >= 1, "an integer >= 1")
+    dev = cfg["runtime"]["device"]
+    need("runtime.device", isinstance(dev, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", dev),
+         "auto, cpu, cuda or cuda:N")
 
 
 def scaled_lr(cfg: dict[str, Any]) -> float:

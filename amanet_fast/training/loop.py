@@ -225,7 +225,12 @@ class Run:
 
     def build_model(self, data: DataBundle) -> nn.Module:
         torch.manual_seed(int(self.cfg["seed"]))  # same initial weights on every rank and every resume
-        model = self.model_factory(self.cfg, data).to(self.ctx.device)
+        try:
+            model = self.model_factory(self.cfg, data)
+        except (TypeError, ValueError) as err:  # a bad model.args value or name, before anything is written
+            raise ValueError(f"model.args: the {self.cfg['model']['arch']} model cannot be built with "
+                             f"{self.cfg['model']['args']}: {err}") from None
+        model = model.to(self.ctx.device)
         n_params = sum(p.numel() for p in model.parameters())
         self.log.info("model: %s (%s) with %s parameters", self.cfg["model"]["arch"], type(model).__name__,
                       f"{n_params:,}")
