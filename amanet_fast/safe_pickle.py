@@ -9,6 +9,7 @@ name before anything is called. Checkpoints go through
 """
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 from pathlib import Path
@@ -36,10 +37,13 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 class _DataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED or (module in _ALLOWED_MODULE_PREFIXES and name.endswith("DType")):
+        # Check the Python 3 name that the base class will resolve (protocol <= 2 says __builtin__.set).
+        mod3, name3 = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        mod3 = _compat_pickle.IMPORT_MAPPING.get(mod3, mod3)
+        if (mod3, name3) in _ALLOWED or (mod3 in _ALLOWED_MODULE_PREFIXES and name3.endswith("DType")):
             return super().find_class(module, name)
         raise UnsafePickleError(
-            f"refused: the pickle asks for {module}.{name}; only containers, strings, numbers and numpy "
+            f"refused: the pickle asks for {mod3}.{name3}; only containers, strings, numbers and numpy "
             "arrays are loaded (a pickle that names other functions can run code when loaded)")
 
     def persistent_load(self, pid: Any) -> Any:
