@@ -91,6 +91,18 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _read_only(c: Ctx, directory: Path) -> None:
+    """`directory` refuses to be created or written (root ignores chmod, so refuse at mkdir)."""
+    real = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if Path(self) == directory:
+            raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real(self, *a, **k)
+
+    c.monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
 def _enospc(c: Ctx) -> None:
     """A full disk: every space reservation and free-space query says there is no room."""
     def no_space(*a, **k):
@@ -385,6 +397,13 @@ def k_out_inside_a_file(c):
     f = c.tmp / "outfile"
     f.write_text("x")
     return ["kinetics", "--raw", str(raw), "--out", str(f / "sub")], f
+
+
+@case("prepare")
+def k_out_read_only(c):
+    raw = _kin(c)
+    _read_only(c, c.out)
+    return ["kinetics", "--raw", str(raw), "--out", str(c.out)], c.out
 
 
 @case("prepare")
@@ -1376,6 +1395,12 @@ def t_work_dir_locked(c):
     lock = WorkDirLock.acquire(wd, "another run")
     c.monkeypatch.setattr(c, "lock", lock, raising=False)  # released with the case
     return _train_cfg(c), wd
+
+
+@case("train")
+def t_work_dir_read_only(c):
+    _read_only(c, c.tmp / "wd")
+    return _train_cfg(c), c.tmp / "wd"
 
 
 @case("train")

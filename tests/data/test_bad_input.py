@@ -287,3 +287,15 @@ def test_pyskl_nan_and_joint_count(shared_data: Path, tmp_path: Path, capsys) ->
 def test_error_type_is_valueerror() -> None:
     err = DataFormatError("bad", "/x/y.skeleton", 7)
     assert isinstance(err, ValueError) and str(err) == "/x/y.skeleton:7: bad"
+
+
+def test_prepared_arrays_reserve_their_blocks(tmp_path: Path) -> None:
+    """A full disk must fail when the array is created (an OSError), not later as SIGBUS inside the memory map."""
+    from amanet_fast.data.io import PreparedWriter
+
+    with PreparedWriter(tmp_path / "out") as writer:
+        arr = writer.open_data("train", (4, 3, 300, 25, 2))
+        path = writer.tmp_dir / "train_data_joint.npy"
+        st = path.stat()
+        assert st.st_blocks * 512 >= st.st_size  # allocated, not a sparse file
+        del arr
