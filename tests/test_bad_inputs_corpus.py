@@ -103,6 +103,22 @@ def _read_only(c: Ctx, directory: Path) -> None:
     c.monkeypatch.setattr(Path, "mkdir", mkdir)
 
 
+def _unreadable(c: Ctx, target: Path) -> None:
+    """Reading `target` fails with EACCES (root ignores chmod 000, so refuse at open)."""
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def guarded(file, *a, **k):
+        if isinstance(file, (str, os.PathLike)) and Path(file) == target:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *a, **k)
+
+    c.monkeypatch.setattr(builtins, "open", guarded)
+    c.monkeypatch.setattr(io, "open", guarded)  # what pathlib calls
+
+
 def _enospc(c: Ctx) -> None:
     """A full disk: every space reservation and free-space query says there is no room."""
     def no_space(*a, **k):
@@ -217,6 +233,13 @@ def k_clip_broken_symlink(c):
     f.unlink()
     os.symlink("nowhere.json", f)
     return ["kinetics", "--raw", str(raw), "--out", str(c.out)], f
+
+
+@case("prepare")
+def k_clip_unreadable(c):
+    raw = _kin(c)
+    _unreadable(c, raw / f"{KCLIP}.json")
+    return ["kinetics", "--raw", str(raw), "--out", str(c.out)], raw / f"{KCLIP}.json"
 
 
 @case("prepare")
@@ -463,6 +486,13 @@ def n_broken_symlink(c):
     d = raw / "S001C001P002R001A002.skeleton"
     os.symlink("gone.skeleton", d)
     return _ntu_args(raw, c), d
+
+
+@case("prepare")
+def n_unreadable_file(c):
+    raw = _ntu(c)
+    _unreadable(c, raw / NNAME)
+    return _ntu_args(raw, c), raw / NNAME
 
 
 @case("prepare")
