@@ -146,7 +146,7 @@ def run_plan(plan: DatasetPlan, out_dir: str | Path, *, workers: int = 1, skip_b
     for rec in problems.skipped:
         log.warning("skipped %s", rec["reason"])
     if plan.skipped:
-        log.warning("warning: left out %d samples on purpose (listed under 'skipped' in the manifest), e.g. %s: %s",
+        log.warning("warning: left out %d samples (listed under 'skipped' in manifest.json), e.g. %s: %s",
                     len(plan.skipped), plan.skipped[0]["file"], plan.skipped[0]["reason"])
     log.info("prepared %s -> %s: %s", plan.kind, out_dir,
              ", ".join(f"{k} {v['count']}" for k, v in splits_info.items()))
