@@ -93,7 +93,7 @@ def _fga_fwd_kernel(
         for c in tl.static_range(GROUP):
             k_row = tl.load(k_base + c * s_kt + k_off, mask=f < tl.where(t0 + c < T, F, 0), other=0.0).to(tl.float32)
             s_col = tl.sum(q * k_row[None, :], axis=1)
-            s = tl.where(cols[None, :] == c, s_col[:, None], s)
+            s = tl.where(cols[None, :] == c, s + s_col[:, None], s)  # accumulate over chunks
 
     # Softmax over the keys that exist (the last group may be short).
     key_ok = (cols < GROUP) & (t0 + cols < T)
@@ -173,7 +173,7 @@ def _fga_bwd_kernel(
         for c in tl.static_range(GROUP):
             v_row = tl.load(v_base + c * s_vt + v_off, mask=f < tl.where(t0 + c < T, F, 0), other=0.0).to(tl.float32)
             dp_col = tl.sum(do * v_row[None, :], axis=1)
-            dp = tl.where(cols[None, :] == c, dp_col[:, None], dp)
+            dp = tl.where(cols[None, :] == c, dp + dp_col[:, None], dp)  # accumulate over chunks
 
     # Softmax backward; P is exactly 0 on missing keys, so dS is too. Scale
     # folded in once here: dQ = scale * dS K, dK = scale * dS^T Q.
