@@ -72,8 +72,8 @@ def triton_interpreter_on() -> bool:
 
 
 def choose_backend(op: str, backend: str, q: torch.Tensor) -> str:
-    """'auto' means Triton on CUDA tensors and eager elsewhere; the choice is
-    logged once per (op, backend, device type) so a slow path is never silent."""
+    """'auto' means Triton on CUDA tensors and eager elsewhere. Pure (no logging):
+    it runs inside torch.compile's trace; whoever RUNS a backend calls announce()."""
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     chosen = backend
@@ -87,8 +87,14 @@ def choose_backend(op: str, backend: str, q: torch.Tensor) -> str:
             )
         if q.dtype not in TRITON_DTYPES:
             raise TypeError(f"{op}: the Triton backend supports {TRITON_DTYPES}, got {q.dtype}")
-    key = (op, chosen, q.device.type)
+    return chosen
+
+
+def announce(op: str, backend: str, device_type: str) -> None:
+    """Log once per (op, backend, device type) which backend ran, so a slow path is
+    never silent. Called where the backend runs: the custom ops' implementations
+    (outside any traced graph) and the direct eager/interpreter paths when not compiling."""
+    key = (op, backend, device_type)
     if key not in _announced:
         _announced.add(key)
-        logger.info("%s: using the %s backend on %s", op, chosen, q.device.type)
-    return chosen
+        logger.info("%s: using the %s backend on %s", op, backend, device_type)

@@ -34,7 +34,7 @@ import triton
 from torch.autograd.function import once_differentiable
 import triton.language as tl
 
-from ._checks import check_positive_int, check_qkv, choose_backend, resolve_scale
+from ._checks import announce, check_positive_int, check_qkv, choose_backend, resolve_scale
 from .aot_spec import KernelSpec
 from .reference import frame_group_attention_reference
 
@@ -369,8 +369,19 @@ def frame_group_attention(
     group = check_positive_int(OP, "group", group)
     J, D = q.shape[3], q.shape[4]
     scale = resolve_scale(OP, scale, (J * D) ** -0.5)
-    if choose_backend(OP, backend, q) == "eager":
+    chosen = choose_backend(OP, backend, q)
+    if chosen == "triton":
+        _check_triton_group(effective_group(group, q.shape[2]))
+    if backend == "eager":
+        if not torch.compiler.is_compiling():
+            announce(OP, "eager", q.device.type)
         return frame_group_attention_reference(q, k, v, group, scale)
+    if q.is_cuda or backend == "auto":
+        # The custom op (kernels/ops.py): Triton on CUDA, the reference elsewhere;
+        # opaque to torch.compile.
+        return torch.ops.amanet.frame_group_attention(q, k, v, group, scale)[0]
+    if not torch.compiler.is_compiling():
+        announce(OP, "triton", q.device.type)
     return FrameGroupAttentionFunction.apply(q, k, v, group, scale)
 
 

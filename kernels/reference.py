@@ -44,26 +44,71 @@ def window_attention_reference(
     return out.view(B, H, T, window, J, D).to(q.dtype)
 
 
+def window_attention_reference_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dout: torch.Tensor, window: int,
+    scale: float, compute_dbias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gradients of window_attention_reference written out (softmax-attention backward
+    per window, then each frame sums over the windows that hold it). Autograd cannot
+    run inside a custom op's implementation, and inductor must not compile this
+    (torch 2.13 corrupted the heap compiling the reference's backward on CPU)."""
+    B, H, T, J, D = q.shape
+    cdt = _compute_dtype(q.dtype)
+    qw, kw, vw = (unfold_windows(t.to(cdt), window) for t in (q, k, v))
+    scores = torch.matmul(qw, kw.transpose(-1, -2)) * scale + tile_bias(bias.to(cdt), window)
+    p = torch.softmax(scores, dim=-1)
+    dow = dout.to(cdt).reshape(B, H, T, window * J, D)
+    dp = torch.matmul(dow, vw.transpose(-1, -2))
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    per_window = (torch.matmul(ds, kw) * scale, torch.matmul(ds.transpose(-1, -2), qw) * scale,
+                  torch.matmul(p.transpose(-1, -2), dow))
+
+    def fold(xw: torch.Tensor) -> torch.Tensor:
+        # Window slot s of anchor t is frame t + s; slots past T were zero padding.
+        xw = xw.view(B, H, T, window, J, D)
+        acc = xw.new_zeros(B, H, T + window - 1, J, D)
+        for s in range(window):
+            acc[:, :, s:s + T] += xw[:, :, :, s]
+        return acc[:, :, :T].to(q.dtype)
+
+    dq, dk, dv = (fold(x) for x in per_window)
+    dbias = None
+    if compute_dbias:
+        per_head = ds.view(B, H, T, window, J, window, J).sum(dim=(0, 2, 3, 5))  # (H, J, J)
+        dbias = (per_head if bias.dim() == 3 else per_head.sum(0)).to(bias.dtype)
+    return dq, dk, dv, dbias
+
+
+def grouped_frames(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, H, T, J, D) -> (B, H, groups, group, J*D) in the compute dtype, frames past T zero."""
+    B, H, T, J, D = x.shape
+    num_groups = -(-T // group)
+    x = F.pad(x.to(_compute_dtype(x.dtype)).reshape(B, H, T, J * D), (0, 0, 0, num_groups * group - T))
+    return x.view(B, H, num_groups, group, J * D)
+
+
+def frame_group_probs(q: torch.Tensor, k: torch.Tensor, group: int, scale: float) -> torch.Tensor:
+    """Softmax weights of grouped frame attention, (B, H, groups, group, group) in the
+    compute dtype; frames past T (the short last group) take no mass."""
+    T = q.shape[2]
+    num_groups = -(-T // group)
+    scores = torch.matmul(grouped_frames(q, group), grouped_frames(k, group).transpose(-1, -2)) * scale
+    if num_groups * group != T:
+        exists = torch.arange(num_groups * group, device=q.device).view(num_groups, group) < T
+        scores = scores.masked_fill(~exists[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
 def frame_group_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float, *,
+    probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Grouped frame attention (SPEC §2.2): each frame is one token of J*D
     features, attention inside consecutive groups of `group` frames; the last
-    group may be shorter and has no padding tokens. Out (B, H, T, J, D)."""
+    group may be shorter and has no padding tokens. Out (B, H, T, J, D).
+    `probs`: frame_group_probs(q, k, group, scale) when the caller already has them."""
     B, H, T, J, D = q.shape
-    cdt = _compute_dtype(q.dtype)
-    num_groups = -(-T // group)
-    pad = num_groups * group - T
-
-    def grouped(x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x.to(cdt).reshape(B, H, T, J * D), (0, 0, 0, pad))
-        return x.view(B, H, num_groups, group, J * D)
-
-    qg, kg, vg = grouped(q), grouped(k), grouped(v)
-    scores = torch.matmul(qg, kg.transpose(-1, -2)) * scale  # (B, H, G, g, g)
-    if pad:
-        # Frames past T do not exist: they must take no softmax mass.
-        exists = torch.arange(num_groups * group, device=q.device).view(num_groups, group) < T
-        scores = scores.masked_fill(~exists[:, None, :], float("-inf"))
-    out = torch.matmul(torch.softmax(scores, dim=-1), vg)
-    return out.reshape(B, H, num_groups * group, J, D)[:, :, :T].to(q.dtype)
+    if probs is None:
+        probs = frame_group_probs(q, k, group, scale)
+    out = torch.matmul(probs, grouped_frames(v, group))
+    return out.reshape(B, H, -1, J, D)[:, :, :T].to(q.dtype)

@@ -63,7 +63,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_bias, check_positive_int, check_qkv, choose_backend, resolve_scale
+from ._checks import announce, check_bias, check_positive_int, check_qkv, choose_backend, resolve_scale
 from .aot_spec import KernelSpec
 from .reference import window_attention_reference
 
@@ -87,7 +87,6 @@ logger = logging.getLogger("kernels")
 # full, while each program folds dbias over as many anchors as that allows
 # (fewer, larger partials). Tests lower it to exercise multi-anchor programs.
 TARGET_PROGRAMS_PER_PHASE = 1024
-_announced_eager_fallbacks: set[tuple[int, int]] = set()
 
 
 # --------------------------------------------------------------------------- kernels
@@ -724,17 +723,16 @@ def window_attention(
     window = check_positive_int(OP, "window", window)
     scale = resolve_scale(OP, scale, q.shape[-1] ** -0.5)
     chosen = choose_backend(OP, backend, q)
-    J = q.shape[3]
-    if chosen == "triton" and not triton_supports(window, J):
-        if backend == "triton":
-            _launch_config(q.dtype, window, J, q.shape[-1])  # raises the explanatory ValueError
-        if (window, J) not in _announced_eager_fallbacks:
-            _announced_eager_fallbacks.add((window, J))
-            logger.warning(
-                "%s: window*J = %d tokens exceeds the Triton tile (%d); using the eager backend",
-                OP, window * J, MAX_WINDOW_TOKENS,
-            )
-        chosen = "eager"
-    if chosen == "eager":
+    if backend == "triton" and not triton_supports(window, q.shape[3]):
+        _launch_config(q.dtype, window, q.shape[3], q.shape[-1])  # raises the explanatory ValueError
+    if backend == "eager":
+        if not torch.compiler.is_compiling():
+            announce(OP, "eager", q.device.type)
         return window_attention_reference(q, k, v, bias, window, scale)
+    if q.is_cuda or backend == "auto":
+        # The custom op (kernels/ops.py): Triton on CUDA (the reference past the tile,
+        # said once), the reference elsewhere; opaque to torch.compile.
+        return torch.ops.amanet.window_attention(q, k, v, bias, window, scale)
+    if not torch.compiler.is_compiling():
+        announce(OP, "triton", q.device.type)
     return WindowAttentionFunction.apply(q, k, v, bias, window, scale)
