@@ -360,16 +360,3 @@ def test_aot_specs_cover_every_launch_config():
                             spec = by_key[key]
                             want_q = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}[label]
                             assert spec.signature["q_ptr"] == want_q and spec.signature["bias_ptr"] == "*fp32"
-
-
-def test_auto_backend_falls_back_to_eager_beyond_the_tile_and_says_so(monkeypatch, caplog):
-    # On CUDA, "auto" means Triton; a window that does not fit the tile must still work
-    # (eager) and log why. Pretend "auto" chose Triton so this runs on any machine.
-    monkeypatch.setattr(wa_module, "choose_backend", lambda op, backend, q: "triton")
-    monkeypatch.setattr(wa_module, "_announced_eager_fallbacks", set())
-    q, k, v = (torch.randn(1, 1, 2, 30, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
-    bias = torch.zeros(30, 30)
-    with caplog.at_level("WARNING", logger="kernels"):
-        out = window_attention(q, k, v, bias, 5, backend="auto")
-    assert "exceeds the Triton tile" in caplog.text
-    torch.testing.assert_close(out, window_attention_reference(q, k, v, bias, 5, 4 ** -0.5))

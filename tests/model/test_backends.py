@@ -20,8 +20,8 @@ def _triton_available() -> bool:
 
 def _paired(backend_a: str, backend_b: str, **kw):
     torch.manual_seed(0)
-    a = build_model("amanet", "ntu60", kernel_backend=backend_a, **TINY, **kw)
-    b = build_model("amanet", "ntu60", kernel_backend=backend_b, **TINY, **kw)
+    a = build_model("amanet", "ntu60", kernel_backend=backend_a, **{**TINY, **kw})
+    b = build_model("amanet", "ntu60", kernel_backend=backend_b, **{**TINY, **kw})
     b.load_state_dict(a.state_dict())
     return a, b
 
@@ -43,6 +43,60 @@ def test_eager_and_triton_backends_match_logits_and_grads():
         ref = grads_e[name].grad
         scale = ref.abs().max().item() + 1e-6
         assert (p.grad - ref).abs().max().item() <= 1e-3 * scale, name
+
+
+@pytest.mark.skipif(not _triton_available(), reason="Triton backend needs CUDA or TRITON_INTERPRET=1")
+def test_backends_match_at_the_real_block_width():
+    """Block 1 of the NTU-60 AMANet at its real width (96 channels: SFEM 4 heads x 24,
+    STFEM 1 x 24 at windows 3 and 5, FF over 25 x 96 features), T = 6 (a full FF group and a
+    short one): the Triton kernels must give the eager model's logits and gradients."""
+    eager, triton_model = _paired("eager", "triton", channels=(96,), strides=(1,))
+    eager.eval()
+    triton_model.eval()
+    x = torch.randn(1, 3, 6, 25, 1, generator=torch.Generator().manual_seed(1))
+    out_e, out_t = eager(x), triton_model(x)
+    torch.testing.assert_close(out_t, out_e, rtol=1e-4, atol=1e-5)
+    out_e.square().sum().backward()
+    out_t.square().sum().backward()
+    grads_e = dict(eager.named_parameters())
+    for name, p in triton_model.named_parameters():
+        ref = grads_e[name].grad
+        assert (p.grad - ref).abs().max().item() <= 1e-3 * (ref.abs().max().item() + 1e-6), name
+
+
+def _small_full_amanet(**kw):
+    # Every AMANet module on (DP, SFEM, TFEM with FF and JF, STFEM at windows 3 and 5), two blocks
+    # (the second strided), tiny widths.
+    torch.manual_seed(0)
+    model = build_model("amanet", "ntu60", channels=(6, 12), strides=(1, 2), num_gcn_scales=2, num_g3d_scales=2,
+                        num_person=1, **kw)
+    cfg = model.config
+    assert cfg.dp and cfg.sfem and cfg.tfem and cfg.tfem_ff and cfg.tfem_jf and cfg.stfem
+    return model.eval()
+
+
+def test_full_amanet_traces_as_one_graph_and_compiled_grads_match():
+    """The kernels are torch.library custom ops and nothing in the traced path logs, so
+    dynamo sees one graph (it found 11 breaks here when the ops logged their backend),
+    and AOT autograd traces the backward through the ops' fakes and backward ops."""
+    model = _small_full_amanet()
+    x = torch.randn(2, 3, 6, 25, 1, generator=torch.Generator().manual_seed(0))
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    torch._dynamo.reset()
+    expected = model(x)
+    expected.square().sum().backward()
+    want = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    # aot_eager: dynamo + AOT autograd, the whole trace, without inductor's minutes of C++
+    # codegen; test_torch_compile_matches_eager covers inductor.
+    got = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    got.square().sum().backward()
+    for name, p in model.named_parameters():
+        ref = want[name]
+        assert (p.grad - ref).abs().max().item() <= 1e-4 * (ref.abs().max().item() + 1e-6), name
 
 
 def test_qkv_reach_kernels_as_free_views(monkeypatch):
@@ -69,14 +123,16 @@ def test_qkv_reach_kernels_as_free_views(monkeypatch):
 
 
 @pytest.mark.slow
-def test_torch_compile_matches_eager():
-    """Inductor on CPU, float64 so that any difference beyond rounding is a real one (this caught
-    inductor mis-shaping 5D SDPA inputs). One block keeps the cold compile near a minute."""
+@pytest.mark.parametrize("backend", ["eager", "auto"], ids=["eager-reference", "custom-ops"])
+def test_torch_compile_matches_eager(backend):
+    """Inductor on CPU, fullgraph, float64 so that any difference beyond rounding is a real one
+    (this caught inductor mis-shaping 5D SDPA inputs): the reference inlined into the graph, and
+    the custom ops as opaque nodes. One block keeps each cold compile near a minute."""
     torch.manual_seed(0)
-    model = build_model("amanet", "ntu60", kernel_backend="eager", channels=(6,), strides=(1,), num_gcn_scales=2,
+    model = build_model("amanet", "ntu60", kernel_backend=backend, channels=(6,), strides=(1,), num_gcn_scales=2,
                         num_g3d_scales=2, num_person=1).eval().double()
     x = torch.randn(1, 3, 4, 25, 1, dtype=torch.float64)
     with torch.no_grad():
         expected = model(x)
-        got = torch.compile(model, dynamic=False)(x)
+        got = torch.compile(model, dynamic=False, fullgraph=True)(x)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
