@@ -11,9 +11,9 @@ matrix in registers.
 Forward (2 sweeps over F): sweep 1 accumulates S = Q K^T, softmax in fp32,
 sweep 2 writes O = P V. P (g x g per group, ~0.1 % of the traffic) is saved
 for backward, which therefore never re-reads Q and K to rebuild it.
-Backward (2 sweeps): sweep 1 accumulates dP = dO V^T, then
-dS = P * (dP - rowsum(P * dP)); sweep 2 writes dQ = s dS K, dK = s dS^T Q and
-dV = P^T dO for the chunk. Traffic: forward 3 reads + 1 write, backward
+Backward (3 sweeps): sweep 1 accumulates dP = dO V^T, then
+dS = P * (dP - rowsum(P * dP)); sweep 2 writes dQ = s dS K, sweep 3
+dK = s dS^T Q and dV = P^T dO, chunk by chunk. Traffic: forward 3 reads + 1 write, backward
 5 reads + 3 writes of a (B, H, T, J, D) tensor.
 
 g is below tl.dot's minimum of 16, and padding to 16 would triple the
@@ -242,10 +242,12 @@ class LaunchConfig:
 # fp32/fp16/bf16 on sm_80, sm_86 and sm_90. ptxas is erratic here: e.g. the
 # backward at g=7 spills on sm_86 with (2048, 4) but not with (1024, 4); the
 # forward spills a few bytes with (4096, 8) at g=4 (sm_90) and g=8 (sm_86) and
-# with (2048, 8) at g=7 (sm_90, fp16/bf16).
+# with (2048, 8) at g=7 (sm_90, fp16/bf16); once the backward accumulated dP over
+# chunks (not just kept the last one), g=6 with (2048, 4) spilled 12 B on sm_86
+# (fp16/bf16) while (1024, 4), (2048, 8) and (4096, 8) build clean.
 _FWD_CONFIG = {g: (2048, 8) for g in range(1, MAX_TRITON_GROUP + 1)} | {7: (1024, 8)}
 _BWD_CONFIG = {1: (4096, 8), 2: (4096, 8), 3: (4096, 8), 4: (4096, 8), 5: (4096, 8),
-               6: (2048, 4), 7: (1024, 4), 8: (2048, 4)}  # fmt: skip
+               6: (4096, 8), 7: (1024, 4), 8: (2048, 4)}  # fmt: skip
 
 
 def launch_config(group: int, num_features: int, *, backward: bool) -> LaunchConfig:

@@ -209,10 +209,13 @@ FUZZ_SEEDS = range(6)
 @pytest.mark.parametrize("seed", FUZZ_SEEDS)
 def test_window_attention_fuzz_against_float64_loop(seed: int):
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-    window = rng.choice([1, 3, 5])
+    window = (1, 3, 5)[seed % 3]
     J = rng.randint(2, 128 // window if window > 1 else 32)
     B, H, D = rng.randint(1, 2), rng.randint(1, 2), rng.randint(1, 20)
-    T = rng.choice([1, 2, 3, 5])  # odd, and below the window
+    # Odd, and below the window; (B, H, T) small for the costly multi-frame windows.
+    T = rng.choice([1, 2, 3, 5] if window == 1 else [1, 2, 3])
+    if window > 1 and B * H * T > 4:
+        B = H = 1
     dtype = torch.float16 if seed % 3 == 2 else torch.float32
     shape = (B, H, T, J, D)
     q, k, v = (_fuzz_tensor(rng, gen, shape).to(DEVICE, dtype) for _ in range(3))
