@@ -8,8 +8,9 @@ inductor never compiles their insides.
     amanet::frame_group_attention_backward(q, k, v, probs, dout, group, scale) -> (dq, dk, dv)
 
 CUDA tensors run the Triton kernels; every other device runs the eager
-reference (the backward ops of the reference are explicit or autograd-of-the-
-reference code inside the op, so inductor never compiles a reference backward).
+reference, whose backward ops are explicit formulas (autograd does not run
+inside a custom op's implementation), so inductor never compiles a reference
+backward.
 Each implementation logs once, when it first RUNS (outside any traced graph),
 which backend it is: under torch.compile the public functions cannot log.
 

@@ -49,9 +49,8 @@ def window_attention_reference_backward(
     scale: float, compute_dbias: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients of window_attention_reference written out (softmax-attention backward
-    per window, then each frame sums over the windows that hold it). Autograd cannot
-    run inside a custom op's implementation, and inductor must not compile this
-    (torch 2.13 corrupted the heap compiling the reference's backward on CPU)."""
+    per window, then each frame sums over the windows that hold it): the CPU backward
+    of the custom op (kernels/ops.py), where autograd cannot run."""
     B, H, T, J, D = q.shape
     cdt = _compute_dtype(q.dtype)
     qw, kw, vw = (unfold_windows(t.to(cdt), window) for t in (q, k, v))
