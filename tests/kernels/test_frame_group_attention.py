@@ -106,8 +106,10 @@ def test_reference_gradcheck_with_partial_group():
 # ---------------------------------------------------------------- Triton vs eager
 
 # (B, H, T, J, D), group: partial tails (T=7,g=5; T=3,g=5), exact groups (T=10,g=5),
-# g=1, J=18 and J=25, H>1, odd D, g=8, a group longer than the clip.
+# g=1, J=18 and J=25, H>1, odd D, g=8, a group longer than the clip, and J*D = 300
+# over two feature chunks of 256 (test_real_shapes.py runs the model's 1728..4800).
 CASES = [
+    ((1, 1, 6, 25, 12), 5),
     ((2, 1, 7, 3, 5), 5),
     ((1, 2, 3, 4, 3), 5),
     ((2, 1, 10, 3, 4), 5),
