@@ -83,10 +83,13 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 logger = logging.getLogger("kernels")
 
-# Backward: aim for at least this many programs per phase launch so a GPU is
-# full, while each program folds dbias over as many anchors as that allows
-# (fewer, larger partials). Tests lower it to exercise multi-anchor programs.
-TARGET_PROGRAMS_PER_PHASE = 1024
+# Backward grid: one program per (b, h, chunk of consecutive anchors). Aim for at
+# least this many programs so a GPU is full (one program per SM fits at the
+# backward's register count, so this is several waves on a 132-SM H100)...
+TARGET_BWD_PROGRAMS = 1024
+# ...but give each program at least this many times window-1 anchors: the warm-up
+# anchors a program recomputes and does not store cost (window-1)/chunk of the work.
+MIN_CHUNK_PER_WARMUP = 4
 
 
 # --------------------------------------------------------------------------- kernels
@@ -200,7 +203,7 @@ def _window_attention_fwd_kernel(
         logits = tl.where(k_is_token[None, :], acc * (scale * LOG2E), float("-inf"))
         p = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
         p = (p * (1.0 / tl.sum(p, axis=1))[:, None]).to(DTYPE)
-        o_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, True)
+        o_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_os, stride_oj, BLOCK_M, False)
         for c in range(0, num_chunks):
             d = c * BLOCK_D + tl.arange(0, BLOCK_D)
             d_ok = d < D
@@ -209,18 +212,6 @@ def _window_attention_fwd_kernel(
             out = tl.dot(p, v, input_precision=DOT_PRECISION)
             tl.store(o_base + o_rows[:, None] + d[None, :] * stride_od, out.to(out_ptr.dtype.element_ty),
                      mask=q_is_token[:, None] & d_ok[None, :])
-
-
-@triton.jit
-def _add_rows(ptrs, value, mask, accumulate):
-    """Read-modify-write without atomics: within one phase no other program
-    touches these rows (the phase's windows are disjoint), and within a program
-    the same thread owns an element in every query block (same layout)."""
-    # Predicated load, no branch (the branchy form cost registers). The flag is
-    # broadcast explicitly: the interpreter rejects a tensor & scalar-bool mask.
-    add = (tl.zeros(value.shape, tl.int32) + accumulate.to(tl.int32)) != 0
-    value += tl.load(ptrs, mask=mask & add, other=0.0)
-    tl.store(ptrs, value, mask=mask)
 
 
 @triton.jit
@@ -275,8 +266,22 @@ def _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J: tl.constexpr, BLOCK_M:
     return _dot_one_hot_fp32(by_key_joint, q_joint[:, None] == jj[None, :], dbias_t)
 
 
-@triton.jit(do_not_specialize=["H", "T", "J", "D", "window", "phase", "anchors_per_program",
-                               "programs_per_head", "accumulate"])
+@triton.jit
+def _slot_layout(first_token, t, J, window, T, BLOCK: tl.constexpr):
+    """Tokens first_token .. first_token+BLOCK-1 of the window anchored at t, in SLOT
+    order: token r = slot*J + joint holds frame f with f % window == slot, i.e. frame
+    t + step with step = (slot - t) mod window. A frame keeps its slot in every window
+    that contains it, so per-slot gradient accumulators line up across anchors.
+    Tokens from window*J on pad the tile."""
+    token = first_token + tl.arange(0, BLOCK)
+    slot = token // J
+    joint = token - slot * J
+    step = (slot + window - t % window) % window
+    is_token = token < window * J
+    return slot, step, joint, is_token, is_token & (t + step < T)
+
+
+@triton.jit(do_not_specialize=["H", "T", "J", "D", "window", "anchors_per_program", "programs_per_head"])
 def _window_attention_bwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, dq_ptr, dk_ptr, dv_ptr, dbias_partial_ptr,
     stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
@@ -285,120 +290,96 @@ def _window_attention_bwd_kernel(
     stride_bias_h, stride_bias_r, stride_bias_c,
     stride_dob, stride_doh, stride_dot, stride_dos, stride_doj, stride_dod,
     stride_gb, stride_gh, stride_gt, stride_gj, stride_gd,
-    H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, accumulate,
+    H, T, J, D, window, scale, anchors_per_program, programs_per_head,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, AFFINE: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
-    CHUNKS_OUTER: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
+    NUM_BLOCKS: tl.constexpr = BLOCK_N // BLOCK_M
+    # Neighbouring programs own neighbouring anchor chunks of one (b, h): their
+    # warm-up frames are read while the neighbour has them in L2.
     pid = tl.program_id(0)
     chunk = pid % programs_per_head
     bh = pid // programs_per_head
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    # This phase's anchors are phase, phase + window, ...: their windows are disjoint.
-    num_anchors = tl.cdiv(T - phase, window)
-    first = chunk * anchors_per_program
-    last = tl.minimum(first + anchors_per_program, num_anchors)
+    # This program stores frames [t0, t1). Frame f sums over anchors f-window+1 .. f,
+    # so the sweep starts window-1 anchors early (warm-up: accumulated, never stored).
+    t0 = chunk * anchors_per_program
+    t1 = tl.minimum(t0 + anchors_per_program, T)
+    first_anchor = tl.maximum(t0 - window + 1, 0)
     num_chunks = tl.cdiv(D, BLOCK_D)
 
     jj = tl.arange(0, BLOCK_J)
-    k_step, k_joint, k_is_token = _token_layout(0, J, window, BLOCK_N)
     q_base = q_ptr + b * stride_qb + h * stride_qh
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
     do_base = dout_ptr + b * stride_dob + h * stride_doh
-    g_base = b * stride_gb + h * stride_gh
     bias_base = bias_ptr + h * stride_bias_h
+    g_offset = b * stride_gb + h * stride_gh
+    # Token index of every element of the (query block, query, d) dQ accumulator.
+    acc_token = (tl.arange(0, NUM_BLOCKS) * BLOCK_M)[:, None] + tl.arange(0, BLOCK_M)[None, :]
+    acc_slot = acc_token // J
+    acc_joint = acc_token - acc_slot * J
     # dbias^T accumulator (key joint x query joint), summed over queries and anchors.
     dbias_t = tl.zeros((BLOCK_J, BLOCK_J), dtype=tl.float32)
 
-    for anchor in tl.range(first, last, disable_licm=True):
-        t = phase + anchor * window
-        k_in_seq = k_is_token & (t + k_step < T)
-        k_rows = _token_offsets(t, k_step, k_joint, 0, stride_kt, stride_kj, BLOCK_N, AFFINE)
-        v_rows = _token_offsets(t, k_step, k_joint, 0, stride_vt, stride_vj, BLOCK_N, AFFINE)
-        kg_rows = _token_offsets(t, k_step, k_joint, 0, stride_gt, stride_gj, BLOCK_N, True)
-        do_anchor = do_base + t.to(tl.int64) * stride_dot
-        if CHUNKS_OUTER:
-            # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
-            # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
-            # Head-dim chunks are the outer loop: for chunk c, every query block
-            # recomputes S^T and dP^T (over all chunks), P and dS^T, adds its dV/dK
-            # contribution to (keys x BLOCK_D) fp32 accumulators and read-modify-writes
-            # its dQ chunk; the dK/dV chunk rows are read-modify-written once per window.
-            # Recomputing the scores per chunk costs tensor-core FLOPs; the alternative
-            # (dK/dV rows read-modify-written per query block) cost ~8x more L2 traffic.
-            for c in tl.range(0, num_chunks, disable_licm=True):
-                dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
-                dc_ok = dc < D
-                kv_mask_c = k_in_seq[:, None] & dc_ok[None, :]
-                dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-                dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-                for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
-                    q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
-                    q_in_seq = q_is_token & (t + q_step < T)
-                    q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
-                    do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
-                    p, ds = _probs_and_logit_grads_t(
-                        q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
-                        do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
-                        stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
-                        BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
-                    if COMPUTE_DBIAS:
-                        if c == 0:
-                            dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
-                    ds = (ds * scale).to(DTYPE)
-                    q_mask = q_in_seq[:, None] & dc_ok[None, :]
-                    do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
-                                 mask=q_is_token[:, None] & dc_ok[None, :], other=0.0)
-                    dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
-                    q = tl.load(q_base + q_rows[:, None] + dc[None, :] * stride_qd, mask=q_mask, other=0.0)
-                    dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
-                    k = tl.load(k_base + k_rows[:, None] + dc[None, :] * stride_kd, mask=kv_mask_c, other=0.0)
-                    qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
-                    _add_rows(dq_ptr + g_base + qg_rows[:, None] + dc[None, :] * stride_gd,
-                              tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, accumulate != 0)
-                g_offsets = g_base + kg_rows[:, None] + dc[None, :] * stride_gd
-                _add_rows(dv_ptr + g_offsets, dv, kv_mask_c, accumulate != 0)
-                _add_rows(dk_ptr + g_offsets, dk, kv_mask_c, accumulate != 0)
-        else:
-            # Keys are rows here (S^T, P^T, dP^T, dS^T): softmax runs down the columns,
-            # dV = P^T dO and dK = dS^T Q need no transpose, only dQ = (dS^T)^T K does.
-            # Per query block: (1) S^T and dP^T over head-dim chunks, (2) P and dS^T,
-            # (3) per head-dim chunk, the dQ, dK, dV contributions read-modify-written
-            # to the fp32 gradient rows. No keys x D accumulator lives in registers.
-            for m in tl.range(0, tl.cdiv(window * J, BLOCK_M), disable_licm=True):  # runtime count: no unrolling
-                q_step, q_joint, q_is_token = _token_layout(m * BLOCK_M, J, window, BLOCK_M)
-                q_in_seq = q_is_token & (t + q_step < T)
-                q_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_qt, stride_qj, BLOCK_M, AFFINE)
-                do_rows = _token_offsets(0, q_step, q_joint, m * BLOCK_M, stride_dos, stride_doj, BLOCK_M, AFFINE)
+    # Head-dim chunks outermost: the gradient accumulators hold one BLOCK_D column
+    # chunk of every token of the window (keys x BLOCK_D for dK/dV, the same tokens as
+    # (query block, query, BLOCK_D) for dQ) across the whole anchor sweep. The chunk
+    # passes re-read the program's frames (from L2: see docs/kernel_traffic.md).
+    for c in tl.range(0, num_chunks, disable_licm=True):
+        dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
+        dc_ok = dc < D
+        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        dq = tl.zeros((NUM_BLOCKS, BLOCK_M, BLOCK_D), dtype=tl.float32)
+        for t in tl.range(first_anchor, t1, disable_licm=True):
+            k_slot, k_step, k_joint, k_is_token, k_in_seq = _slot_layout(0, t, J, window, T, BLOCK_N)
+            k_rows = (t + k_step) * stride_kt + k_joint * stride_kj
+            v_rows = (t + k_step) * stride_vt + k_joint * stride_vj
+            do_anchor = do_base + tl.cast(t, tl.int64) * stride_dot
+            kv_mask_c = k_in_seq[:, None] & dc_ok[None, :]
+            for m in tl.range(0, NUM_BLOCKS, disable_licm=True):
+                q_slot, q_step, q_joint, q_is_token, q_in_seq = _slot_layout(m * BLOCK_M, t, J, window, T, BLOCK_M)
+                q_rows = (t + q_step) * stride_qt + q_joint * stride_qj
+                # The query's output position in this window is its step.
+                do_rows = q_step * stride_dos + q_joint * stride_doj
                 p, ds = _probs_and_logit_grads_t(
                     q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
                     do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
                     stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
                     BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
-                p = p.to(DTYPE)
                 if COMPUTE_DBIAS:
-                    dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
+                    if (c == 0) & (t >= t0):  # warm-up anchors belong to the previous program
+                        dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
                 ds = (ds * scale).to(DTYPE)
-                kv_accumulate = (accumulate != 0) | (m > 0)  # phase 0's first query block stores
-                q_accumulate = accumulate != 0  # query blocks own disjoint dq rows
-                qg_rows = _token_offsets(t, q_step, q_joint, m * BLOCK_M, stride_gt, stride_gj, BLOCK_M, True)
-                for c in tl.range(0, num_chunks, disable_licm=True):
-                    d = c * BLOCK_D + tl.arange(0, BLOCK_D)
-                    d_ok = d < D
-                    kv_mask = k_in_seq[:, None] & d_ok[None, :]
-                    g_offsets = g_base + kg_rows[:, None] + d[None, :] * stride_gd
-                    do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod,
-                                 mask=q_is_token[:, None] & d_ok[None, :], other=0.0)
-                    _add_rows(dv_ptr + g_offsets, tl.dot(p, do, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
-                    q_mask = q_in_seq[:, None] & d_ok[None, :]
-                    q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=q_mask, other=0.0)
-                    _add_rows(dk_ptr + g_offsets, tl.dot(ds, q, input_precision=DOT_PRECISION), kv_mask, kv_accumulate)
-                    k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-                    _add_rows(dq_ptr + g_base + qg_rows[:, None] + d[None, :] * stride_gd,
-                              tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION), q_mask, q_accumulate)
+                do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
+                             mask=q_is_token[:, None] & dc_ok[None, :], other=0.0)
+                dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
+                q = tl.load(q_base + q_rows[:, None] + dc[None, :] * stride_qd,
+                            mask=q_in_seq[:, None] & dc_ok[None, :], other=0.0)
+                dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
+                k = tl.load(k_base + k_rows[:, None] + dc[None, :] * stride_kd, mask=kv_mask_c, other=0.0)
+                dq_m = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION)
+                # A register tile cannot be indexed by a runtime block: select block m.
+                is_m = (tl.arange(0, NUM_BLOCKS) == m)[:, None, None]
+                dq = tl.where(is_m, dq + dq_m[None, :, :], dq)
+            # Frame t has now had all of its windows (anchors t-window+1 .. t): store its
+            # slot once, in the input dtype, then free the slot for frame t + window.
+            done_slot = t % window
+            if t >= t0:
+                g_frame = g_offset + tl.cast(t, tl.int64) * stride_gt
+                kv_store = (k_slot == done_slot)[:, None] & dc_ok[None, :]
+                kv_offsets = g_frame + k_joint[:, None] * stride_gj + dc[None, :] * stride_gd
+                tl.store(dk_ptr + kv_offsets, dk.to(DTYPE), mask=kv_store)
+                tl.store(dv_ptr + kv_offsets, dv.to(DTYPE), mask=kv_store)
+                q_store = (acc_slot == done_slot)[:, :, None] & dc_ok[None, None, :]
+                q_offsets = g_frame + acc_joint[:, :, None] * stride_gj + dc[None, None, :] * stride_gd
+                tl.store(dq_ptr + q_offsets, dq.to(DTYPE), mask=q_store)
+            dk = tl.where((k_slot == done_slot)[:, None], 0.0, dk)
+            dv = tl.where((k_slot == done_slot)[:, None], 0.0, dv)
+            dq = tl.where((acc_slot == done_slot)[:, :, None], 0.0, dq)
 
     if COMPUTE_DBIAS:
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
@@ -413,7 +394,6 @@ class WindowLaunchConfig:
     block_n: int  # tokens per window (keys), padded to a power of two
     fwd_block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
     bwd_block_m: int
-    bwd_chunks_outer: bool  # backward loop order, see the module docstring
     block_j: int  # joints, padded (dbias fold)
     block_d: int  # head-dim chunk: D padded to a power of two, at most the dtype's chunk
     dot_precision: str
@@ -421,22 +401,15 @@ class WindowLaunchConfig:
     bwd_num_warps: int
     num_stages: int
 
-    def _constexprs(self, block_m: int, affine: bool) -> dict[str, object]:
-        return {
-            "BLOCK_N": self.block_n,
-            "BLOCK_M": block_m,
-            "BLOCK_J": self.block_j,
-            "BLOCK_D": self.block_d,
-            "DOT_PRECISION": self.dot_precision,
-            "AFFINE": bool(affine),
-        }
-
     def fwd_constexprs(self, affine: bool) -> dict[str, object]:
-        return self._constexprs(self.fwd_block_m, affine)
+        return {"BLOCK_N": self.block_n, "BLOCK_M": self.fwd_block_m, "BLOCK_J": self.block_j,
+                "BLOCK_D": self.block_d, "DOT_PRECISION": self.dot_precision, "AFFINE": bool(affine)}
 
-    def bwd_constexprs(self, affine: bool, compute_dbias: bool) -> dict[str, object]:
-        return {**self._constexprs(self.bwd_block_m, affine), "COMPUTE_DBIAS": bool(compute_dbias),
-                "CHUNKS_OUTER": self.bwd_chunks_outer}
+    def bwd_constexprs(self, compute_dbias: bool) -> dict[str, object]:
+        # The backward reads tokens in slot order, which is never one affine run.
+        return {"BLOCK_N": self.block_n, "BLOCK_M": self.bwd_block_m, "BLOCK_J": self.block_j,
+                "BLOCK_D": self.block_d, "DOT_PRECISION": self.dot_precision,
+                "COMPUTE_DBIAS": bool(compute_dbias)}
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -462,11 +435,8 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         block_n=block_n,
         fwd_block_m=16,
         # 128-key windows: 16 queries keep the backward's score/dS tiles small; smaller
-        # windows afford 32 (fewer read-modify-writes of the dK/dV rows).
-        bwd_block_m=16 if block_n >= 128 else 32,
-        # 128-key windows have 8 query blocks: head-dim chunks go outside them so the
-        # dK/dV rows are read-modify-written once per window, not once per block.
-        bwd_chunks_outer=block_n >= 128,
+        # windows afford 32 (fewer recomputations of the keys' side per window).
+        bwd_block_m=min(16 if block_n >= 128 else 32, block_n),
         block_j=_pow2_at_least_16(J),
         block_d=min(HEAD_DIM_CHUNK[dtype], _pow2_at_least_16(D)),
         dot_precision=FP32_DOT_PRECISION if exact else "tf32",  # ignored by tl.dot for fp16/bf16 operands
@@ -481,9 +451,12 @@ def triton_supports(window: int, J: int) -> bool:
     return _pow2_at_least_16(window * J) <= MAX_WINDOW_TOKENS
 
 
-def _anchors_per_program(num_anchors: int, batch_heads: int) -> int:
-    programs_per_head = max(1, triton.cdiv(TARGET_PROGRAMS_PER_PHASE, batch_heads))
-    return max(1, triton.cdiv(num_anchors, programs_per_head))
+def _anchors_per_program(T: int, batch_heads: int, window: int) -> int:
+    """Backward chunk length: as many programs per (b, h) as it takes to reach
+    TARGET_BWD_PROGRAMS, but at least MIN_CHUNK_PER_WARMUP * (window - 1) anchors
+    each, so the redundant warm-up is at most 1/MIN_CHUNK_PER_WARMUP of the work."""
+    programs_per_head = max(1, triton.cdiv(TARGET_BWD_PROGRAMS, batch_heads))
+    return max(1, triton.cdiv(T, programs_per_head), MIN_CHUNK_PER_WARMUP * (window - 1))
 
 
 # --------------------------------------------------------------------------- launchers
@@ -504,15 +477,28 @@ def _tokens_affine(x: torch.Tensor, frame_dim: int) -> bool:
     return x.shape[frame_dim] == 1 or x.stride(frame_dim) == x.shape[frame_dim + 1] * x.stride(frame_dim + 1)
 
 
+def _empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
+    """The forward's output, (B, H, T, window, J, D), stored as (B, H, D, window, T, J):
+    STFEM's collapse reads it as the free view (N, H*D*window, T, J), and the
+    stores along J are contiguous. Also valid on the meta device (fake tensors)."""
+    B, H, T, J, D = q.shape
+    return torch.empty((B, H, D, window, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 4, 3, 5, 2)
+
+
+def _empty_grad(q: torch.Tensor) -> torch.Tensor:
+    """A (B, H, T, J, D) gradient in q's dtype, stored channel-major (B, H, D, T, J)
+    like the model's activations, so the inverse permute back to (N, C, T, V) is free."""
+    B, H, T, J, D = q.shape
+    return torch.empty((B, H, D, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 3, 4, 2)
+
+
 def _window_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int, scale: float
 ) -> torch.Tensor:
     B, H, T, J, D = q.shape
     cfg = _launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
-    # Channel-major storage (B, H, D, T, window, J) viewed as (B, H, T, window, J, D):
-    # the model's (N, C, T, window, V) view of it is free and stores are coalesced.
-    out = torch.empty((B, H, D, T, window, J), device=q.device, dtype=q.dtype).permute(0, 1, 3, 4, 5, 2)
+    out = _empty_output(q, window)
     affine = all(_tokens_affine(x, 2) for x in (q, k, v))
     grid = (T * B * H,)
     _window_attention_fwd_kernel[grid](
@@ -534,38 +520,29 @@ def _window_backward(
     scale: float,
     compute_dbias: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One launch; every element of dq, dk, dv is written exactly once, in q's dtype
+    (no fp32 intermediate, no zero fill). dbias: one (J, J) partial per program,
+    summed here in a fixed order (deterministic)."""
     B, H, T, J, D = q.shape
     cfg = _launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
-    # fp32 accumulators for dq, dk, dv in one buffer, channel-major like the
-    # model's activations; no zero fill (phase 0 stores every frame once).
-    grads = torch.empty((3, B, H, D, T, J), device=q.device, dtype=torch.float32).permute(0, 1, 2, 4, 5, 3)
-    dq32, dk32, dv32 = grads.unbind(0)
-    num_anchors = triton.cdiv(T, window)  # phase 0 has the most anchors
-    anchors_per_program = _anchors_per_program(num_anchors, B * H) if compute_dbias else 1
-    programs_per_head = triton.cdiv(num_anchors, anchors_per_program)
-    if compute_dbias:
-        partials = torch.empty(
-            (window, B, H, programs_per_head, cfg.block_j, cfg.block_j), device=q.device, dtype=torch.float32
-        )
-    else:
-        partials = torch.empty((window, 1), device=q.device, dtype=torch.float32)  # never written
-    affine = all(_tokens_affine(x, 2) for x in (q, k, v)) and _tokens_affine(dout, 3)
+    dq, dk, dv = _empty_grad(q), _empty_grad(q), _empty_grad(q)
+    anchors_per_program = _anchors_per_program(T, B * H, window)
+    programs_per_head = triton.cdiv(T, anchors_per_program)
     grid = (programs_per_head * B * H,)
-    for phase in range(window):
-        _window_attention_bwd_kernel[grid](
-            q, k, v, bias32, dout, dq32, dk32, dv32, partials[phase],
-            *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq32.stride(),
-            H, T, J, D, window, scale, phase, anchors_per_program, programs_per_head, int(phase > 0),
-            **cfg.bwd_constexprs(affine, compute_dbias), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages,
-        )
-    if q.dtype == torch.float32:
-        dq, dk, dv = dq32, dk32, dv32
+    if compute_dbias:
+        partials = torch.empty((grid[0], cfg.block_j, cfg.block_j), device=q.device, dtype=torch.float32)
     else:
-        dq, dk, dv = grads.to(q.dtype).unbind(0)
+        partials = torch.empty((1,), device=q.device, dtype=torch.float32)  # never written
+    _window_attention_bwd_kernel[grid](
+        q, k, v, bias32, dout, dq, dk, dv, partials,
+        *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq.stride(),
+        H, T, J, D, window, scale, anchors_per_program, programs_per_head,
+        **cfg.bwd_constexprs(compute_dbias), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages,
+    )
     dbias = None
     if compute_dbias:
-        per_head = partials[..., :J, :J].sum(dim=(0, 1, 3))  # (H, J, J)
+        per_head = partials.view(B, H, programs_per_head, cfg.block_j, cfg.block_j)[..., :J, :J].sum(dim=(0, 2))
         dbias = (per_head if bias.dim() == 3 else per_head.sum(0)).to(bias.dtype)
     return dq, dk, dv, dbias
 
@@ -595,7 +572,7 @@ _AOT_JOINTS = (18, 20, 25)
 _AOT_HEAD_DIMS = (8, 16, 24, 32, 48, 64, 96)
 _TRITON_PTR = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
 # Pointers not listed here carry the q/k/v dtype.
-_FP32_POINTERS = {"bias_ptr", "dq_ptr", "dk_ptr", "dv_ptr", "dbias_partial_ptr"}
+_FP32_POINTERS = {"bias_ptr", "dbias_partial_ptr"}
 _FLOAT_SCALARS = {"scale"}
 
 
@@ -622,23 +599,21 @@ def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
 
 
 def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: int = 4, T: int = 300) -> dict[str, int]:
-    """Stride values the launcher passes for the model's layout (q, k, v and the
-    output gradient channel-major, as the model's (N, C, T, V) activations give
-    them), so the AOT build sees the JIT's unit-stride/divisibility specialization."""
-    def qkv_strides():
-        return torch.empty((2, heads * D, T, J), device="meta").view(2, heads, D, T, J).permute(0, 1, 3, 4, 2).stride()
-
-    out_strides = torch.empty((2, heads, D, T, window, J), device="meta").permute(0, 1, 3, 4, 5, 2).stride()
+    """Stride values the launcher passes for the model's layout (q, k, v channel-major,
+    as the model's (N, C, T, V) activations give them; the output and its gradient in
+    _empty_output's layout, gradients in _empty_grad's), so the AOT build sees the
+    JIT's unit-stride/divisibility specialization."""
+    meta = torch.empty((2, heads * D, T, J), device="meta").view(2, heads, D, T, J).permute(0, 1, 3, 4, 2)
+    out_strides = _empty_output(meta, window).stride()
     ints = {}
     for name in "qkv":
-        ints.update(zip((f"stride_{name}{a}" for a in "bhtjd"), qkv_strides()))
+        ints.update(zip((f"stride_{name}{a}" for a in "bhtjd"), meta.stride()))
     ints.update(zip(("stride_bias_h", "stride_bias_r", "stride_bias_c"), (J * J, J, 1)))
     if kernel_label.endswith("fwd"):
         ints.update(zip((f"stride_o{a}" for a in "bhtsjd"), out_strides))
     else:
         ints.update(zip((f"stride_do{a}" for a in "bhtsjd"), out_strides))
-        grad_strides = torch.empty((3, 2, heads, D, T, J), device="meta").permute(0, 1, 2, 4, 5, 3)[0].stride()
-        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), grad_strides))
+        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), _empty_grad(meta).stride()))
     return ints
 
 
@@ -652,11 +627,11 @@ def _jit_specialization(ints: dict[str, int]) -> tuple[tuple[str, ...], tuple[st
 def aot_specs() -> list[KernelSpec]:
     """Every (kernel, dtype, config) the launcher can pick for windows {1,3,5},
     J {18,20,25}, D {8..96}: the input of the ahead-of-time build check.
-    AFFINE=True builds carry the JIT specialization of the model's layout (unit
-    joint strides, strides divisible by 16); one config serves many (window, J, D)
-    whose strides specialize differently, so each distinct specialization is its
-    own build, named after its first shape. AFFINE=False is the arbitrary-strides
-    path, unspecialized."""
+    "model" builds carry the JIT specialization of the model's layout (unit joint
+    strides, strides divisible by 16; the forward with AFFINE=True); one config
+    serves many (window, J, D) whose strides specialize differently, so each
+    distinct specialization is its own build, named after its first shape.
+    "generic" builds are the arbitrary-strides path, unspecialized."""
     from .aot_check import specialize_like_jit  # only needed here; keeps the op import light
 
     specs: dict[tuple, KernelSpec] = {}
@@ -667,21 +642,21 @@ def aot_specs() -> list[KernelSpec]:
                 for D in _AOT_HEAD_DIMS:
                     cfg = _launch_config(dtype, window, J, D)
                     variants = []
-                    for affine in (True, False):
+                    for model_layout in (True, False):
                         variants.append(("window_attention_fwd", _window_attention_fwd_kernel,
-                                         cfg.fwd_constexprs(affine), cfg.fwd_num_warps))
+                                         cfg.fwd_constexprs(model_layout), cfg.fwd_num_warps, model_layout))
                         for compute_dbias in (True, False):
                             variants.append(("window_attention_bwd", _window_attention_bwd_kernel,
-                                             cfg.bwd_constexprs(affine, compute_dbias), cfg.bwd_num_warps))
-                    for label, fn, constexprs, num_warps in variants:
-                        ints = _model_layout_ints(label, window, J, D) if constexprs["AFFINE"] else {}
+                                             cfg.bwd_constexprs(compute_dbias), cfg.bwd_num_warps, model_layout))
+                    for label, fn, constexprs, num_warps, model_layout in variants:
+                        ints = _model_layout_ints(label, window, J, D) if model_layout else {}
                         jit_key = _jit_specialization(ints) if ints else None
                         key = (label, dtype, tuple(sorted(constexprs.items())), num_warps, cfg.num_stages, jit_key)
                         if key in specs:
                             specs[key].meta["shapes"].append((window, J, D))
                             continue
                         knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
-                        layout = f",model=w{window}J{J}D{D}" if ints else ""
+                        layout = f",model=w{window}J{J}D{D}" if ints else ",generic"
                         spec = KernelSpec(
                             name=f"{label}[{dtype_names[dtype]},{knobs},warps={num_warps}{layout}]",
                             fn=fn,
@@ -689,7 +664,8 @@ def aot_specs() -> list[KernelSpec]:
                             constexprs=dict(constexprs),
                             num_warps=num_warps,
                             num_stages=cfg.num_stages,
-                            meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)]},
+                            meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)],
+                                  "layout": "model" if ints else "generic"},
                         )
                         if ints:
                             spec = specialize_like_jit(spec, ints)
