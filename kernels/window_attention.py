@@ -90,6 +90,12 @@ TARGET_BWD_PROGRAMS = 1024
 # ...but give each program at least this many times window-1 anchors: the warm-up
 # anchors a program recomputes and does not store cost (window-1)/chunk of the work.
 MIN_CHUNK_PER_WARMUP = 4
+# When D takes several head-dim chunks, each chunk pass re-reads the program's
+# frames (q, k, v and the window's dout rows). Keep that working set within this
+# many bytes, so the re-reads hit L2 with one program per SM resident: 132 x 192 KiB
+# is half an H100's 50 MB L2, 108 x 192 KiB half an A100's 40 MB. (A 6 MB RTX 3090
+# L2 cannot hold it: there the passes re-read from DRAM; docs/kernel_resources.md.)
+RESWEEP_BYTES_PER_PROGRAM = 192 * 1024
 
 
 # --------------------------------------------------------------------------- kernels
@@ -451,12 +457,27 @@ def triton_supports(window: int, J: int) -> bool:
     return _pow2_at_least_16(window * J) <= MAX_WINDOW_TOKENS
 
 
-def _anchors_per_program(T: int, batch_heads: int, window: int) -> int:
-    """Backward chunk length: as many programs per (b, h) as it takes to reach
-    TARGET_BWD_PROGRAMS, but at least MIN_CHUNK_PER_WARMUP * (window - 1) anchors
-    each, so the redundant warm-up is at most 1/MIN_CHUNK_PER_WARMUP of the work."""
+def _resweep_frame_bytes(dtype: torch.dtype, window: int, J: int, D: int) -> int:
+    """Bytes one more anchor adds to a backward program's working set (one frame of
+    q, k, v and the anchor's window rows of dout), or 0 when D is one head-dim chunk
+    (a single pass reads every frame once)."""
+    if triton.cdiv(D, _launch_config(dtype, window, J, D).block_d) == 1:
+        return 0
+    return (3 + window) * J * D * torch.finfo(dtype).bits // 8
+
+
+def _anchors_per_program(T: int, batch_heads: int, window: int, resweep_frame_bytes: int = 0) -> int:
+    """Backward chunk length L: as many programs per (b, h) as it takes to reach
+    TARGET_BWD_PROGRAMS; with several head-dim chunks at most what keeps the
+    re-read working set, (L + window - 1) frames, within RESWEEP_BYTES_PER_PROGRAM;
+    and never below MIN_CHUNK_PER_WARMUP * (window - 1) anchors, which bounds the
+    redundant warm-up to 1/MIN_CHUNK_PER_WARMUP of the work (it wins over the
+    L2 cap where both cannot hold)."""
     programs_per_head = max(1, triton.cdiv(TARGET_BWD_PROGRAMS, batch_heads))
-    return max(1, triton.cdiv(T, programs_per_head), MIN_CHUNK_PER_WARMUP * (window - 1))
+    chunk = triton.cdiv(T, programs_per_head)
+    if resweep_frame_bytes:
+        chunk = min(chunk, RESWEEP_BYTES_PER_PROGRAM // resweep_frame_bytes - (window - 1))
+    return max(1, chunk, MIN_CHUNK_PER_WARMUP * (window - 1))
 
 
 # --------------------------------------------------------------------------- launchers
@@ -527,7 +548,7 @@ def _window_backward(
     cfg = _launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
     dq, dk, dv = _empty_grad(q), _empty_grad(q), _empty_grad(q)
-    anchors_per_program = _anchors_per_program(T, B * H, window)
+    anchors_per_program = _anchors_per_program(T, B * H, window, _resweep_frame_bytes(q.dtype, window, J, D))
     programs_per_head = triton.cdiv(T, anchors_per_program)
     grid = (programs_per_head * B * H,)
     if compute_dbias:

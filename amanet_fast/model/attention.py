@@ -165,10 +165,13 @@ class STFEMWindow(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         q, k, v = _split_heads(self.qkv(x), self.heads)
         out = kernels.window_attention(q, k, v, bias.to(q.dtype), self.window, backend=self.backend)
-        out = out[:, :, :: self.stride]  # anchors 0, s, 2s, ... (window attention has no stride)
         n, h, t, tau, j, d = out.shape
+        # (N, H*D*τ, T, V): a free view of the Triton output, which is stored (B, H, D, τ, T, J)
+        # (the eager reference's layout copies here).
         out = out.permute(0, 1, 5, 3, 2, 4).reshape(n, h * d * tau, t, j)
-        return self.collapse(out)
+        # Anchors 0, s, 2s, ... (window attention has no stride): the 1x1 conv strides over
+        # T instead of slicing first, which would make the view non-contiguous (a copy).
+        return F.conv2d(out, self.collapse.weight, self.collapse.bias, stride=(self.stride, 1))
 
 
 class STFEM(nn.Module):
