@@ -197,13 +197,106 @@ def test_triton_matches_eager_bf16(case: Case):
     _assert_triton_matches_eager(case)
 
 
-def test_triton_multi_anchor_programs(monkeypatch):
-    # One program per (b, h) and phase, looping over all of its anchors: the dbias
-    # partial accumulates across anchors and the phases still never overlap.
-    monkeypatch.setattr(wa_module, "TARGET_PROGRAMS_PER_PHASE", 1)
-    case = Case(window=3, T=8, J=18, D=8, per_head_bias=False)
-    assert wa_module._anchors_per_program(3, case.B * case.H) == 3
+def _force_chunks(monkeypatch, min_chunk_per_warmup: int) -> None:
+    """Programs of MIN_CHUNK_PER_WARMUP * (window - 1) anchors (at least 1), whatever T:
+    many chunk boundaries at tiny T."""
+    monkeypatch.setattr(wa_module, "TARGET_BWD_PROGRAMS", 10**9)
+    monkeypatch.setattr(wa_module, "MIN_CHUNK_PER_WARMUP", min_chunk_per_warmup)
+
+
+# Backward programs own chunks of consecutive anchors and run window-1 warm-up anchors
+# before their first stored frame; these cross chunk boundaries at the model's J and
+# head dims (D=24: STFEM's head dim; D=12: two fp32 head-dim passes).
+CHUNK_CASES = [
+    # (case, MIN_CHUNK_PER_WARMUP, expected chunk length)
+    (Case(window=5, T=7, J=25, D=24, H=1, dtype=torch.float16), 1, 4),  # T % chunk != 0, chunk < window
+    (Case(window=3, T=5, J=25, D=12, H=1, per_head_bias=False, layout="strided"), 1, 2),  # 3 chunks, non-affine
+    (Case(window=3, T=7, J=25, D=12, H=2, layout="contiguous"), 2, 4),  # per-head bias, H > 1
+    (Case(window=1, T=3, J=25, D=24, H=1, per_head_bias=False, dtype=torch.float16), 0, 1),  # one frame per program
+    (Case(window=5, T=2, J=25, D=12, H=1, dtype=torch.float16, per_head_bias=False), 1, 4),  # T < window
+]
+
+
+@pytest.mark.parametrize("case,min_chunk,chunk", CHUNK_CASES, ids=[str(c[0]) for c in CHUNK_CASES])
+def test_triton_backward_across_chunk_boundaries(monkeypatch, case: Case, min_chunk: int, chunk: int):
+    _force_chunks(monkeypatch, min_chunk)
+    assert wa_module._anchors_per_program(case.T, case.B * case.H, case.window) == chunk
     _assert_triton_matches_eager(case)
+
+
+def test_backward_chunk_length_rule():
+    # Fill rule: B*H = 256 heads need 4 programs each to reach 1024 programs.
+    assert wa_module._anchors_per_program(300, 256, 1) == 75
+    # Several head-dim passes: the re-read working set (chunk + window - 1 frames) is capped...
+    frame = wa_module._resweep_frame_bytes(torch.bfloat16, 3, 25, 24)
+    assert frame == (3 + 3) * 25 * 24 * 2
+    chunk = wa_module._anchors_per_program(300, 256, 3, frame)
+    assert (chunk + 2) * frame <= wa_module.RESWEEP_BYTES_PER_PROGRAM < (chunk + 3) * frame
+    # ...but the warm-up bound wins: at least MIN_CHUNK_PER_WARMUP * (window - 1) anchors.
+    assert wa_module._anchors_per_program(300, 256, 5, 10**9) == wa_module.MIN_CHUNK_PER_WARMUP * 4
+    # One head-dim pass reads every frame once: no cap.
+    assert wa_module._resweep_frame_bytes(torch.float16, 5, 25, 16) == 0
+    assert wa_module._anchors_per_program(300, 2048, 5) == 300  # 2048 heads fill the GPU alone
+
+
+class _StoreSpy:
+    """Records every element address a Triton program stores to (interpreter only)."""
+
+    def __init__(self, monkeypatch):
+        from triton.runtime import interpreter
+
+        self.addresses: list = []
+        real = interpreter.InterpreterBuilder.create_masked_store
+
+        def spy(builder, ptrs, value, mask, cache_policy):
+            self.addresses.append(ptrs.data[mask.data].copy())
+            return real(builder, ptrs, value, mask, cache_policy)
+
+        monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", spy)
+
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """How many times each element of x was stored."""
+        import numpy as np
+
+        written = np.concatenate(self.addresses) if self.addresses else np.zeros(0, np.uint64)
+        offsets = (written.astype(np.int64) - x.data_ptr()) // x.element_size()
+        index = torch.zeros(x.shape, dtype=torch.int64)
+        for dim, (size, stride) in enumerate(zip(x.shape, x.stride())):
+            shape = [1] * x.dim()
+            shape[dim] = size
+            index = index + (torch.arange(size) * stride).view(shape)
+        # Histogram of stored element offsets, looked up at every element of x.
+        lo, hi = int(index.min()), int(index.max())
+        inside = torch.from_numpy(offsets[(offsets >= lo) & (offsets <= hi)])
+        hist = torch.bincount(inside - lo, minlength=hi - lo + 1)
+        return hist[index - lo]
+
+
+@pytest.mark.skipif(CUDA, reason="counts stores through the Triton CPU interpreter")
+def test_triton_backward_writes_each_gradient_once(monkeypatch):
+    # One launch; dq, dk, dv are the tensors that launch writes, in q's dtype (no fp32
+    # intermediates, no conversion pass), and every element is stored exactly once
+    # although each frame lies in `window` windows spread over three programs.
+    _force_chunks(monkeypatch, 1)
+    case = Case(window=3, T=5, J=18, D=8, H=1, dtype=torch.float16)
+    q, k, v, bias = make_inputs(case, seed=6)
+    leaves = [t.detach().requires_grad_(True) for t in (q, k, v, bias)]
+    out = window_attention(*leaves, case.window, backend="triton")
+    calls = []
+    monkeypatch.setattr(wa_module, "_window_attention_bwd_kernel",
+                        _RecordingKernel(wa_module._window_attention_bwd_kernel, calls))
+    spy = _StoreSpy(monkeypatch)
+    # autograd.grad returns the op's own tensors (.grad may be re-laid-out by AccumulateGrad).
+    grads = torch.autograd.grad(out, leaves, torch.randn_like(out))[:3]
+    assert len(calls) == 1
+    launched = calls[0][5:8]  # dq, dk, dv arguments
+    for grad, arg in zip(grads, launched):
+        assert grad.dtype == torch.float16 and arg.data_ptr() == grad.data_ptr()
+        assert torch.equal(spy.counts(grad), torch.ones(grad.shape, dtype=torch.int64))
+    # The only fp32 tensors of the launch: the bias and one (J, J) dbias partial per
+    # program (3 programs of 2 anchors for T=5).
+    fp32_shapes = [tuple(a.shape) for a in calls[0] if a.dtype == torch.float32]
+    assert fp32_shapes == [(case.H, case.J, case.J), (3, 32, 32)]
 
 
 def test_triton_bias_without_grad_and_bias_only_grad():
@@ -223,13 +316,16 @@ def test_triton_backward_is_deterministic():
 
 
 def test_triton_output_layout_and_expanded_grad():
-    # Output is stored channel-major so the model's (N, C, T, window, V) view is free;
-    # an expanded (stride-0) output gradient, as from out.sum(), is read through its strides.
+    # Output is stored (B, H, D, window, T, J) so STFEM's collapse input (N, H*D*window, T, V)
+    # is a view; an expanded (stride-0) output gradient, as from out.sum(), is read through
+    # its strides.
     case = Case(window=3, T=2, J=18, D=8)
     q, k, v, bias = make_inputs(case, seed=4)
     q.requires_grad_(True)
     out = window_attention(q, k, v, bias, case.window, backend="triton")
-    assert out.permute(0, 1, 5, 2, 3, 4).is_contiguous()
+    B, H, T, W, J, D = out.shape
+    collapse_input = out.permute(0, 1, 5, 3, 2, 4).reshape(B, H * D * W, T, J)
+    assert collapse_input.is_contiguous() and collapse_input.data_ptr() == out.data_ptr()
     out.sum().backward()
     q_ref = q.detach().requires_grad_(True)
     window_attention(q_ref, k, v, bias, case.window, backend="eager").sum().backward()
@@ -263,9 +359,9 @@ def test_triton_kernels_read_inputs_without_copies(monkeypatch):
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
     out = window_attention(*leaves, bias, case.window, backend="triton")
     B, H, T, W, J, D = out.shape
-    dout = torch.randn(B, H, D, T, W, J, device=out.device).permute(0, 1, 3, 4, 5, 2)  # channel-major, as the model's
+    dout = torch.randn(B, H, D, W, T, J, device=out.device).permute(0, 1, 4, 3, 5, 2)  # as STFEM's collapse gives it
     out.backward(dout)
-    assert len(fwd_calls) == 1 and len(bwd_calls) == case.window  # one launch per phase
+    assert len(fwd_calls) == 1 and len(bwd_calls) == 1
 
     def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
         return a.data_ptr() == b.data_ptr() and a.stride() == b.stride() and a.shape == b.shape
@@ -339,10 +435,12 @@ def test_aot_specs_cover_every_launch_config():
         assert not set(spec.signature) & set(spec.constexprs), spec.name
         assert declared_constexprs <= set(spec.constexprs), spec.name
         assert set(spec.signature.values()) <= {"*fp32", "*fp16", "*bf16", "i32", "fp32"}, spec.name
-        if spec.constexprs["AFFINE"]:
+        if spec.meta["layout"] == "model":
             assert spec.constexprs["stride_qj"] == 1 and "stride_qt" in spec.signature  # model layout
+            assert spec.constexprs.get("AFFINE", True)
         else:
             assert "stride_qj" in spec.signature  # arbitrary strides stay runtime values
+            assert not spec.constexprs.get("AFFINE", False)
         key = {k: v for k, v in spec.constexprs.items() if k in declared_constexprs}
         by_key[(spec.fn.__name__, spec.meta["dtype"], tuple(sorted(key.items())), spec.num_warps)] = spec
     for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
@@ -352,7 +450,7 @@ def test_aot_specs_cover_every_launch_config():
                     cfg = wa_module._launch_config(dtype, window, J, D)
                     for affine in (True, False):
                         wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs(affine), cfg.fwd_num_warps)]
-                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(affine, flag), cfg.bwd_num_warps)
+                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(flag), cfg.bwd_num_warps)
                                    for flag in (True, False)]
                         for kernel, constexprs, num_warps in wanted:
                             key = (kernel, label, tuple(sorted(constexprs.items())), num_warps)
@@ -360,3 +458,5 @@ def test_aot_specs_cover_every_launch_config():
                             spec = by_key[key]
                             want_q = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}[label]
                             assert spec.signature["q_ptr"] == want_q and spec.signature["bias_ptr"] == "*fp32"
+                            if kernel.endswith("bwd_kernel"):  # gradients are stored in the input dtype
+                                assert spec.signature["dq_ptr"] == want_q
