@@ -12,11 +12,12 @@ the layout below is what that took.
   stay unmasked, exactly like zero-padding then unfolding.
 - q, k, v (and the output gradient) are read through their own strides: the
   model passes a permuted view and copying it would double the memory traffic.
+- The forward output is stored (B, H, D, window, T, J) (_empty_output): STFEM's
+  collapse conv reads it as the free view (N, H*D*window, T, J).
 - The head dim is walked in chunks of BLOCK_D (HEAD_DIM_CHUNK: 16 for fp16/bf16,
   8 for fp32) by a runtime loop: scores accumulate over chunks, outputs and
-  gradients are produced chunk by chunk. Nothing of size keys x D lives in
-  registers (k and v are re-read per query block, from L1/L2), and one build
-  serves every D above the chunk.
+  gradients are produced chunk by chunk, and one build serves every D above the
+  chunk. (A 32-wide bf16 backward chunk, one pass at D=24, spilled 88-240 B.)
 - The bias is gathered directly into the (queries x keys) score tile, in fp32
   for every input dtype (4-8 values per thread at these tile sizes).
 - fp32 inputs run their dots as 3xTF32 on tensor cores (FP32_DOT_PRECISION;
@@ -26,30 +27,38 @@ the layout below is what that took.
   (as in flash attention).
 - Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
   delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta). It works on the
-  transposed scores (keys as rows). No keys x D accumulator lives in registers;
-  two loop orders (constexpr CHUNKS_OUTER, chosen per window size):
-  * windows of <= 64 tokens (1-2 query blocks of 32): per query block, S^T and
-    dP^T over the D chunks, P and dS^T, then per D chunk dV += P^T dO,
-    dK += dS^T Q and dQ = dS K are read-modify-written straight into the fp32
-    gradient rows;
-  * 128-token windows (8 query blocks of 16): D chunks outside, query blocks
-    inside; each query block recomputes S^T, dP^T (all chunks), P and dS^T and
-    adds its dV/dK chunk into (keys x BLOCK_D) accumulators, written once per
-    window; dQ chunks are read-modify-written per block. This trades recomputed
-    score FLOPs (tensor cores) for ~8x less L2 traffic on the dK/dV rows.
-  The read of a read-modify-write is a predicated load, not a branch (the
-  branch cost registers).
-- Each frame lies in up to `window` windows, so dq/dk/dv sum over windows. The
-  sum is DETERMINISTIC and atomic-free: the backward runs `window` launches
-  ("phases"); phase r handles anchors t = r, r+window, ... whose windows are
-  disjoint, so each program read-modify-writes fp32 rows nobody else touches in
-  that launch; within a program, successive query blocks update the same dK/dV
-  elements from the same thread (same layout), in program order. Phase 0's
-  first query block of each window plain-stores (no zero fill).
+  transposed scores (keys as rows): per query block of BLOCK_M (16 for
+  128-token windows, else 32), S^T and dP^T over all head-dim chunks, P and dS^T.
+- Each frame lies in up to `window` windows, so its dq/dk/dv sum over them. ONE
+  launch sums them on chip and stores every gradient element ONCE, in the input
+  dtype (no fp32 buffer, no zero fill, no atomics, deterministic):
+  * bias is tile(bias) over the window's frame blocks, so a window's attention
+    is equivariant to permuting its frames. The backward lays a window's tokens
+    out in SLOT order: frame f sits in slot f % window (tokens slot*J + j) in
+    every window that contains it, so fp32 accumulators indexed by slot line up
+    from one anchor to the next (dK/dV: keys x BLOCK_D; dQ: the same tokens as
+    (query block, query, BLOCK_D), updated by selecting block m, since a
+    register tile cannot be indexed by a runtime block);
+  * a program owns (b, h, anchors [t0, t1)) and sweeps anchors in order. After
+    anchor t, frame t has had all its windows (t-window+1 .. t): its slot is
+    stored (J rows) and zeroed, and frame t+window takes it over. The sweep
+    starts at t0-window+1 (warm-up anchors: accumulated, never stored; frames
+    t1..t1+window-2 are the next program's); frames past T are zero tokens that
+    take softmax mass and whose gradients are dropped;
+  * head-dim chunks are the OUTER loop (accumulators hold one BLOCK_D column
+    chunk), so each chunk pass re-sweeps the program's frames, from L2 if the
+    working set fits. Chunk length (_anchors_per_program): enough programs to
+    fill the GPU (TARGET_BWD_PROGRAMS), at most RESWEEP_BYTES_PER_PROGRAM of
+    working set when there are several passes, at least MIN_CHUNK_PER_WARMUP x
+    (window-1) anchors (warm-up recompute <= 1/4).
+  `python -m kernels.traffic` models the bytes moved: the old design ("phases":
+  `window` launches read-modify-writing fp32 dq/dk/dv rows, then a conversion)
+  moved 2.7x / 5.7x / 7.5x the minimum for window 1 / 3 / 5 at the model's
+  layout; this one 1.03-1.04x when L2 serves what programs share.
 - dbias folds dS^T onto key joints (one-hot^T @ dS^T, joints x queries), then
-  onto query joints, into a (J, J) accumulator kept over a block of anchors per
-  program; the per-program partials are summed by torch afterwards
-  (deterministic). Compiled out when bias needs no grad.
+  onto query joints, into a (J, J) accumulator kept over the program's own
+  anchors (not its warm-up); the per-program partials are summed by torch
+  afterwards (deterministic). Compiled out when bias needs no grad.
 - Loops in the backward are marked disable_licm: hoisting loop-invariant
   address tensors out of them is what pushed the builds over 255 registers.
 """
@@ -506,11 +515,13 @@ def _empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
     return torch.empty((B, H, D, window, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 4, 3, 5, 2)
 
 
-def _empty_grad(q: torch.Tensor) -> torch.Tensor:
-    """A (B, H, T, J, D) gradient in q's dtype, stored channel-major (B, H, D, T, J)
-    like the model's activations, so the inverse permute back to (N, C, T, V) is free."""
+def _empty_grads(q: torch.Tensor) -> torch.Tensor:
+    """dq, dk, dv as one (3, B, H, T, J, D) tensor in q's dtype, stored channel-major
+    (3, B, H, D, T, J) like the model's activations (the inverse permute back to
+    (N, C, T, V) is free). One buffer, so a caller that must return the three
+    gradients as one tensor (the custom op) needs no copy."""
     B, H, T, J, D = q.shape
-    return torch.empty((B, H, D, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 3, 4, 2)
+    return torch.empty((3, B, H, D, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 2, 4, 5, 3)
 
 
 def _window_forward(
@@ -547,7 +558,7 @@ def _window_backward(
     B, H, T, J, D = q.shape
     cfg = _launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
-    dq, dk, dv = _empty_grad(q), _empty_grad(q), _empty_grad(q)
+    dq, dk, dv = _empty_grads(q).unbind(0)
     anchors_per_program = _anchors_per_program(T, B * H, window, _resweep_frame_bytes(q.dtype, window, J, D))
     programs_per_head = triton.cdiv(T, anchors_per_program)
     grid = (programs_per_head * B * H,)
@@ -622,7 +633,7 @@ def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
 def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: int = 4, T: int = 300) -> dict[str, int]:
     """Stride values the launcher passes for the model's layout (q, k, v channel-major,
     as the model's (N, C, T, V) activations give them; the output and its gradient in
-    _empty_output's layout, gradients in _empty_grad's), so the AOT build sees the
+    _empty_output's layout, gradients in _empty_grads'), so the AOT build sees the
     JIT's unit-stride/divisibility specialization."""
     meta = torch.empty((2, heads * D, T, J), device="meta").view(2, heads, D, T, J).permute(0, 1, 3, 4, 2)
     out_strides = _empty_output(meta, window).stride()
@@ -634,7 +645,7 @@ def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: in
         ints.update(zip((f"stride_o{a}" for a in "bhtsjd"), out_strides))
     else:
         ints.update(zip((f"stride_do{a}" for a in "bhtsjd"), out_strides))
-        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), _empty_grad(meta).stride()))
+        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), _empty_grads(meta)[0].stride()))
     return ints
 
 
