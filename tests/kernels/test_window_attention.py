@@ -211,7 +211,7 @@ CHUNK_CASES = [
     # (case, MIN_CHUNK_PER_WARMUP, expected chunk length)
     (Case(window=5, T=7, J=25, D=24, H=1, dtype=torch.float16), 1, 4),  # T % chunk != 0, chunk < window
     (Case(window=3, T=5, J=25, D=12, H=1, per_head_bias=False, layout="strided"), 1, 2),  # 3 chunks, non-affine
-    (Case(window=3, T=7, J=25, D=12, H=2, layout="contiguous"), 2, 4),  # per-head bias, H > 1
+    (Case(window=3, T=4, J=25, D=12, H=2, layout="contiguous"), 1, 2),  # per-head bias, H > 1: 2 programs/head
     (Case(window=1, T=3, J=25, D=24, H=1, per_head_bias=False, dtype=torch.float16), 0, 1),  # one frame per program
     (Case(window=5, T=2, J=25, D=12, H=1, dtype=torch.float16, per_head_bias=False), 1, 4),  # T < window
 ]
