@@ -104,7 +104,8 @@ def window_backward_phases(window: int, dtype: torch.dtype = DTYPE, **shape: int
         total += 3 * B * H * T * (frame32 + frame)  # conversion pass
     minimum = 3 * unit + window * unit + bias + 3 * unit
     return Traffic("window_attention bwd (phases, before)", f"τ={window}", minimum, total, total,
-                   f"{window} launches, fp32 dq/dk/dv written {window}x, read {window - 1}x"
+                   f"{window} launch{'es' if window > 1 else ''}, fp32 dq/dk/dv written {window}x, "
+                   f"read {window - 1}x"
                    + (", + conversion" if elt != 4 else ""))
 
 
@@ -115,7 +116,9 @@ def window_backward(window: int, dtype: torch.dtype = DTYPE, **shape: int) -> Tr
     B, H, T, J, D = _shape(WINDOW_SHAPE, shape)
     elt, frame, unit, bias = _window_common(window, dtype, B, H, T, J, D)
     cfg = wa._launch_config(dtype, window, J, D)
-    passes = triton.cdiv(D, cfg.block_d)
+    # The frame-local path (window 1) recomputes P once per frame and walks the head
+    # dim inside it: one pass over the frames whatever D.
+    passes = 1 if cfg.bwd_frame_local else triton.cdiv(D, cfg.block_d)
     chunk = wa._anchors_per_program(T, B * H, window, wa._resweep_frame_bytes(dtype, window, J, D))
     programs = triton.cdiv(T, chunk)
     partials = B * H * programs * cfg.block_j * cfg.block_j * 4  # written by the kernel, read by the sum
@@ -129,10 +132,14 @@ def window_backward(window: int, dtype: torch.dtype = DTYPE, **shape: int) -> Tr
         frames = min(t1 + window - 1, T) - first  # q, k, v frames of anchors first .. t1-1
         per_program += 3 * frames * frame + (t1 - first) * window * frame + J * J * 4
     worst = B * H * passes * per_program + writes + 2 * partials
-    working_set = (chunk + window - 1) * (3 + window) * frame
-    return Traffic("window_attention bwd (sliding, after)", f"τ={window}", minimum, model, worst,
-                   f"1 launch, {B * H * programs} programs of {chunk} anchors, {passes} head-dim "
-                   f"pass{'es' if passes > 1 else ''}, working set {working_set / 1024:.0f} KiB/program")
+    note = f"1 launch, {B * H * programs} programs of {chunk} anchors, "
+    if cfg.bwd_frame_local:
+        note += "frame-local path (one P recompute per frame)"
+    else:
+        working_set = (chunk + window - 1) * (3 + window) * frame
+        note += (f"{passes} head-dim pass{'es' if passes > 1 else ''}, re-read working set "
+                 f"{working_set / 1024:.0f} KiB/program")
+    return Traffic("window_attention bwd (sliding, after)", f"τ={window}", minimum, model, worst, note)
 
 
 def group_forward(group: int = 5, dtype: torch.dtype = DTYPE, **shape: int) -> Traffic:

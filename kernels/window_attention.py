@@ -51,10 +51,14 @@ the layout below is what that took.
     fill the GPU (TARGET_BWD_PROGRAMS), at most RESWEEP_BYTES_PER_PROGRAM of
     working set when there are several passes, at least MIN_CHUNK_PER_WARMUP x
     (window-1) anchors (warm-up recompute <= 1/4).
+  * window 1 with the frame in one query block (J <= 32: every skeleton here) takes
+    the FRAME_LOCAL path instead: each frame is its own window, so one P/dS^T
+    recompute per frame, then per head-dim chunk dq, dk, dv are stored
+    directly (no slots, no warm-up, one pass over the frames).
   `python -m kernels.traffic` models the bytes moved: the old design ("phases":
   `window` launches read-modify-writing fp32 dq/dk/dv rows, then a conversion)
   moved 2.7x / 5.7x / 7.5x the minimum for window 1 / 3 / 5 at the model's
-  layout; this one 1.03-1.04x when L2 serves what programs share.
+  layout; this one 1.01x / 1.03x / 1.04x when L2 serves what programs share.
 - dbias folds dS^T onto key joints (one-hot^T @ dS^T, joints x queries), then
   onto query joints, into a (J, J) accumulator kept over the program's own
   anchors (not its warm-up); the per-program partials are summed by torch
@@ -307,7 +311,7 @@ def _window_attention_bwd_kernel(
     stride_gb, stride_gh, stride_gt, stride_gj, stride_gd,
     H, T, J, D, window, scale, anchors_per_program, programs_per_head,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, COMPUTE_DBIAS: tl.constexpr, FRAME_LOCAL: tl.constexpr,
 ):
     DTYPE: tl.constexpr = q_ptr.dtype.element_ty
     NUM_BLOCKS: tl.constexpr = BLOCK_N // BLOCK_M
@@ -339,62 +343,98 @@ def _window_attention_bwd_kernel(
     # dbias^T accumulator (key joint x query joint), summed over queries and anchors.
     dbias_t = tl.zeros((BLOCK_J, BLOCK_J), dtype=tl.float32)
 
-    # Head-dim chunks outermost: the gradient accumulators hold one BLOCK_D column
-    # chunk of every token of the window (keys x BLOCK_D for dK/dV, the same tokens as
-    # (query block, query, BLOCK_D) for dQ) across the whole anchor sweep. The chunk
-    # passes re-read the program's frames (from L2: see docs/kernel_traffic.md).
-    for c in tl.range(0, num_chunks, disable_licm=True):
-        dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
-        dc_ok = dc < D
-        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        dq = tl.zeros((NUM_BLOCKS, BLOCK_M, BLOCK_D), dtype=tl.float32)
-        for t in tl.range(first_anchor, t1, disable_licm=True):
-            k_slot, k_step, k_joint, k_is_token, k_in_seq = _slot_layout(0, t, J, window, T, BLOCK_N)
-            k_rows = (t + k_step) * stride_kt + k_joint * stride_kj
-            v_rows = (t + k_step) * stride_vt + k_joint * stride_vj
+    if FRAME_LOCAL:
+        # window == 1 and one query block holds the frame (BLOCK_M == BLOCK_N): every
+        # frame is its own window, so its gradients are complete after one P/dS^T
+        # recompute and are stored chunk by chunk (head-dim chunks inside; no slots,
+        # no warm-up, no second pass over the frames).
+        token = tl.arange(0, BLOCK_N)
+        is_token = token < J
+        joint = token % J  # padding tokens gather real (unused) bias entries, see _add_bias
+        for t in tl.range(t0, t1, disable_licm=True):
+            q_rows = t * stride_qt + token * stride_qj
+            k_rows = t * stride_kt + token * stride_kj
+            v_rows = t * stride_vt + token * stride_vj
+            do_rows = token * stride_doj
             do_anchor = do_base + tl.cast(t, tl.int64) * stride_dot
-            kv_mask_c = k_in_seq[:, None] & dc_ok[None, :]
-            for m in tl.range(0, NUM_BLOCKS, disable_licm=True):
-                q_slot, q_step, q_joint, q_is_token, q_in_seq = _slot_layout(m * BLOCK_M, t, J, window, T, BLOCK_M)
-                q_rows = (t + q_step) * stride_qt + q_joint * stride_qj
-                # The query's output position in this window is its step.
-                do_rows = q_step * stride_dos + q_joint * stride_doj
-                p, ds = _probs_and_logit_grads_t(
-                    q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
-                    do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
-                    stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
-                    BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
-                if COMPUTE_DBIAS:
-                    if (c == 0) & (t >= t0):  # warm-up anchors belong to the previous program
-                        dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
-                ds = (ds * scale).to(DTYPE)
-                do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
-                             mask=q_is_token[:, None] & dc_ok[None, :], other=0.0)
-                dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
-                q = tl.load(q_base + q_rows[:, None] + dc[None, :] * stride_qd,
-                            mask=q_in_seq[:, None] & dc_ok[None, :], other=0.0)
-                dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
-                k = tl.load(k_base + k_rows[:, None] + dc[None, :] * stride_kd, mask=kv_mask_c, other=0.0)
-                dq_m = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION)
-                # A register tile cannot be indexed by a runtime block: select block m.
-                is_m = (tl.arange(0, NUM_BLOCKS) == m)[:, None, None]
-                dq = tl.where(is_m, dq + dq_m[None, :, :], dq)
-            # Frame t has now had all of its windows (anchors t-window+1 .. t): store its
-            # slot once, in the input dtype, then free the slot for frame t + window.
-            done_slot = t % window
-            if t >= t0:
-                g_frame = g_offset + tl.cast(t, tl.int64) * stride_gt
-                kv_store = (k_slot == done_slot)[:, None] & dc_ok[None, :]
-                kv_offsets = g_frame + k_joint[:, None] * stride_gj + dc[None, :] * stride_gd
-                tl.store(dk_ptr + kv_offsets, dk.to(DTYPE), mask=kv_store)
-                tl.store(dv_ptr + kv_offsets, dv.to(DTYPE), mask=kv_store)
-                q_store = (acc_slot == done_slot)[:, :, None] & dc_ok[None, None, :]
-                q_offsets = g_frame + acc_joint[:, :, None] * stride_gj + dc[None, None, :] * stride_gd
-                tl.store(dq_ptr + q_offsets, dq.to(DTYPE), mask=q_store)
-            dk = tl.where((k_slot == done_slot)[:, None], 0.0, dk)
-            dv = tl.where((k_slot == done_slot)[:, None], 0.0, dv)
-            dq = tl.where((acc_slot == done_slot)[:, :, None], 0.0, dq)
+            p, ds = _probs_and_logit_grads_t(
+                q_base, q_rows, is_token, is_token, k_base, k_rows, is_token, is_token, v_base, v_rows,
+                do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, joint, joint,
+                stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
+                BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
+            if COMPUTE_DBIAS:
+                dbias_t = _fold_dbias_t(dbias_t, ds, joint, joint, BLOCK_J, BLOCK_M, DTYPE)
+            p = p.to(DTYPE)
+            ds = (ds * scale).to(DTYPE)
+            g_frame = g_offset + tl.cast(t, tl.int64) * stride_gt
+            for c in tl.range(0, num_chunks, disable_licm=True):
+                d = c * BLOCK_D + tl.arange(0, BLOCK_D)
+                mask = is_token[:, None] & (d < D)[None, :]
+                g_offsets = g_frame + token[:, None] * stride_gj + d[None, :] * stride_gd
+                do = tl.load(do_anchor + do_rows[:, None] + d[None, :] * stride_dod, mask=mask, other=0.0)
+                tl.store(dv_ptr + g_offsets, tl.dot(p, do, input_precision=DOT_PRECISION).to(DTYPE), mask=mask)
+                q = tl.load(q_base + q_rows[:, None] + d[None, :] * stride_qd, mask=mask, other=0.0)
+                tl.store(dk_ptr + g_offsets, tl.dot(ds, q, input_precision=DOT_PRECISION).to(DTYPE), mask=mask)
+                k = tl.load(k_base + k_rows[:, None] + d[None, :] * stride_kd, mask=mask, other=0.0)
+                tl.store(dq_ptr + g_offsets, tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION).to(DTYPE),
+                         mask=mask)
+    else:
+        # Head-dim chunks outermost: the gradient accumulators hold one BLOCK_D column
+        # chunk of every token of the window (keys x BLOCK_D for dK/dV, the same tokens as
+        # (query block, query, BLOCK_D) for dQ) across the whole anchor sweep. The chunk
+        # passes re-read the program's frames (from L2: see docs/kernel_traffic.md).
+        for c in tl.range(0, num_chunks, disable_licm=True):
+            dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
+            dc_ok = dc < D
+            dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+            dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+            dq = tl.zeros((NUM_BLOCKS, BLOCK_M, BLOCK_D), dtype=tl.float32)
+            for t in tl.range(first_anchor, t1, disable_licm=True):
+                k_slot, k_step, k_joint, k_is_token, k_in_seq = _slot_layout(0, t, J, window, T, BLOCK_N)
+                k_rows = (t + k_step) * stride_kt + k_joint * stride_kj
+                v_rows = (t + k_step) * stride_vt + k_joint * stride_vj
+                do_anchor = do_base + tl.cast(t, tl.int64) * stride_dot
+                kv_mask_c = k_in_seq[:, None] & dc_ok[None, :]
+                for m in tl.range(0, NUM_BLOCKS, disable_licm=True):
+                    q_slot, q_step, q_joint, q_is_token, q_in_seq = _slot_layout(m * BLOCK_M, t, J, window, T, BLOCK_M)
+                    q_rows = (t + q_step) * stride_qt + q_joint * stride_qj
+                    # The query's output position in this window is its step.
+                    do_rows = q_step * stride_dos + q_joint * stride_doj
+                    p, ds = _probs_and_logit_grads_t(
+                        q_base, q_rows, q_in_seq, q_is_token, k_base, k_rows, k_in_seq, k_is_token, v_base, v_rows,
+                        do_anchor, do_rows, bias_base, stride_bias_c, stride_bias_r, k_joint, q_joint,
+                        stride_qd, stride_kd, stride_vd, stride_dod, D, num_chunks, scale,
+                        BLOCK_N, BLOCK_M, BLOCK_D, DOT_PRECISION)
+                    if COMPUTE_DBIAS:
+                        if (c == 0) & (t >= t0):  # warm-up anchors belong to the previous program
+                            dbias_t = _fold_dbias_t(dbias_t, ds, k_joint, q_joint, BLOCK_J, BLOCK_M, DTYPE)
+                    ds = (ds * scale).to(DTYPE)
+                    do = tl.load(do_anchor + do_rows[:, None] + dc[None, :] * stride_dod,
+                                 mask=q_is_token[:, None] & dc_ok[None, :], other=0.0)
+                    dv = tl.dot(p.to(DTYPE), do, dv, input_precision=DOT_PRECISION)
+                    q = tl.load(q_base + q_rows[:, None] + dc[None, :] * stride_qd,
+                                mask=q_in_seq[:, None] & dc_ok[None, :], other=0.0)
+                    dk = tl.dot(ds, q, dk, input_precision=DOT_PRECISION)
+                    k = tl.load(k_base + k_rows[:, None] + dc[None, :] * stride_kd, mask=kv_mask_c, other=0.0)
+                    dq_m = tl.dot(tl.trans(ds), k, input_precision=DOT_PRECISION)
+                    # A register tile cannot be indexed by a runtime block: select block m.
+                    is_m = (tl.arange(0, NUM_BLOCKS) == m)[:, None, None]
+                    dq = tl.where(is_m, dq + dq_m[None, :, :], dq)
+                # Frame t has now had all of its windows (anchors t-window+1 .. t): store its
+                # slot once, in the input dtype, then free the slot for frame t + window.
+                done_slot = t % window
+                if t >= t0:
+                    g_frame = g_offset + tl.cast(t, tl.int64) * stride_gt
+                    kv_store = (k_slot == done_slot)[:, None] & dc_ok[None, :]
+                    kv_offsets = g_frame + k_joint[:, None] * stride_gj + dc[None, :] * stride_gd
+                    tl.store(dk_ptr + kv_offsets, dk.to(DTYPE), mask=kv_store)
+                    tl.store(dv_ptr + kv_offsets, dv.to(DTYPE), mask=kv_store)
+                    q_store = (acc_slot == done_slot)[:, :, None] & dc_ok[None, None, :]
+                    q_offsets = g_frame + acc_joint[:, :, None] * stride_gj + dc[None, None, :] * stride_gd
+                    tl.store(dq_ptr + q_offsets, dq.to(DTYPE), mask=q_store)
+                dk = tl.where((k_slot == done_slot)[:, None], 0.0, dk)
+                dv = tl.where((k_slot == done_slot)[:, None], 0.0, dv)
+                dq = tl.where((acc_slot == done_slot)[:, :, None], 0.0, dq)
 
     if COMPUTE_DBIAS:
         tl.store(dbias_partial_ptr + pid.to(tl.int64) * (BLOCK_J * BLOCK_J)
@@ -406,6 +446,7 @@ def _window_attention_bwd_kernel(
 
 @dataclass(frozen=True)
 class WindowLaunchConfig:
+    window: int
     block_n: int  # tokens per window (keys), padded to a power of two
     fwd_block_m: int  # queries per inner step: bounds the live score tile at block_n x block_m
     bwd_block_m: int
@@ -420,11 +461,16 @@ class WindowLaunchConfig:
         return {"BLOCK_N": self.block_n, "BLOCK_M": self.fwd_block_m, "BLOCK_J": self.block_j,
                 "BLOCK_D": self.block_d, "DOT_PRECISION": self.dot_precision, "AFFINE": bool(affine)}
 
+    @property
+    def bwd_frame_local(self) -> bool:
+        """Window 1 with the frame in one query block: the backward's one-pass path."""
+        return self.window == 1 and self.bwd_block_m == self.block_n
+
     def bwd_constexprs(self, compute_dbias: bool) -> dict[str, object]:
         # The backward reads tokens in slot order, which is never one affine run.
         return {"BLOCK_N": self.block_n, "BLOCK_M": self.bwd_block_m, "BLOCK_J": self.block_j,
                 "BLOCK_D": self.block_d, "DOT_PRECISION": self.dot_precision,
-                "COMPUTE_DBIAS": bool(compute_dbias)}
+                "COMPUTE_DBIAS": bool(compute_dbias), "FRAME_LOCAL": self.bwd_frame_local}
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -447,6 +493,7 @@ def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLau
         )
     exact = dtype == torch.float32
     return WindowLaunchConfig(
+        window=window,
         block_n=block_n,
         fwd_block_m=16,
         # 128-key windows: 16 queries keep the backward's score/dS tiles small; smaller
@@ -468,9 +515,10 @@ def triton_supports(window: int, J: int) -> bool:
 
 def _resweep_frame_bytes(dtype: torch.dtype, window: int, J: int, D: int) -> int:
     """Bytes one more anchor adds to a backward program's working set (one frame of
-    q, k, v and the anchor's window rows of dout), or 0 when D is one head-dim chunk
-    (a single pass reads every frame once)."""
-    if triton.cdiv(D, _launch_config(dtype, window, J, D).block_d) == 1:
+    q, k, v and the anchor's window rows of dout), or 0 when a single pass reads
+    every frame once (D is one head-dim chunk, or the frame-local window-1 path)."""
+    cfg = _launch_config(dtype, window, J, D)
+    if cfg.bwd_frame_local or triton.cdiv(D, cfg.block_d) == 1:
         return 0
     return (3 + window) * J * D * torch.finfo(dtype).bits // 8
 

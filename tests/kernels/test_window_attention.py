@@ -157,6 +157,9 @@ TRITON_CASES = [
     Case(window=3, T=5, J=18, D=24, dtype=torch.float16),
     Case(window=5, T=3, J=25, D=5, dtype=torch.float16, per_head_bias=False),
     Case(window=1, T=2, J=25, D=16, dtype=torch.float16, layout="contiguous", bias_dtype=torch.float16),
+    # window 1 normally takes the frame-local backward; 40 joints span two query blocks,
+    # which only the sliding path handles
+    Case(window=1, T=3, J=40, D=8, H=1, dtype=torch.float16),
 ]
 
 
@@ -222,6 +225,16 @@ def test_triton_backward_across_chunk_boundaries(monkeypatch, case: Case, min_ch
     _force_chunks(monkeypatch, min_chunk)
     assert wa_module._anchors_per_program(case.T, case.B * case.H, case.window) == chunk
     _assert_triton_matches_eager(case)
+
+
+def test_backward_path_choice():
+    # Window 1 with the frame in one query block: frame-local (one pass, no slots);
+    # otherwise the sliding path.
+    assert wa_module._launch_config(torch.float32, 1, 25, 24).bwd_frame_local
+    assert wa_module._launch_config(torch.bfloat16, 1, 18, 96).bwd_frame_local
+    assert not wa_module._launch_config(torch.float16, 1, 40, 8).bwd_frame_local
+    assert not wa_module._launch_config(torch.float16, 3, 10, 8).bwd_frame_local  # 30 tokens, one block, window 3
+    assert wa_module._resweep_frame_bytes(torch.bfloat16, 1, 25, 96) == 0
 
 
 def test_backward_chunk_length_rule():
