@@ -17,8 +17,9 @@ which backend it is: under torch.compile the public functions cannot log.
 Output layouts are fixed per op, not per device, so one fake implementation
 serves every device (tests/kernels/test_custom_ops.py checks the Triton
 launchers still return them):
-- window_attention: channel-major (B, H, D, T, window, J) storage viewed as
-  (B, H, T, window, J, D), the layout the Triton forward stores.
+- window_attention: (B, H, D, window, T, J) storage viewed as
+  (B, H, T, window, J, D), the layout the Triton forward stores (STFEM's
+  collapse reads it as a view); defined by window_attention._empty_output.
 - window_attention_backward: dq, dk, dv packed in one (3, B, H, D, T, J)
   buffer viewed as (3, B, H, T, J, D) (custom ops may not return aliasing
   tensors, and the Triton backward writes all three into one buffer);
@@ -53,13 +54,11 @@ _announced_eager_fallbacks: set[tuple[int, int]] = set()
 
 
 def window_output_like(q: torch.Tensor, window: int) -> torch.Tensor:
-    B, H, T, J, D = q.shape
-    return q.new_empty((B, H, D, T, window, J)).permute(0, 1, 3, 4, 5, 2)
+    return _wa._empty_output(q, window)  # the layout the Triton forward stores
 
 
 def window_grads_like(q: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    B, H, T, J, D = q.shape
-    return q.new_empty((3, B, H, D, T, J), device=device).permute(0, 1, 2, 4, 5, 3)
+    return _wa._empty_grads(q, device)  # the layout the Triton backward stores
 
 
 def _dbias_like(bias: torch.Tensor, compute_dbias: bool) -> torch.Tensor:

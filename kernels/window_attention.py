@@ -563,13 +563,14 @@ def _empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
     return torch.empty((B, H, D, window, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 4, 3, 5, 2)
 
 
-def _empty_grads(q: torch.Tensor) -> torch.Tensor:
+def _empty_grads(q: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """dq, dk, dv as one (3, B, H, T, J, D) tensor in q's dtype, stored channel-major
     (3, B, H, D, T, J) like the model's activations (the inverse permute back to
     (N, C, T, V) is free). One buffer, so a caller that must return the three
     gradients as one tensor (the custom op) needs no copy."""
     B, H, T, J, D = q.shape
-    return torch.empty((3, B, H, D, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 2, 4, 5, 3)
+    device = q.device if device is None else device
+    return torch.empty((3, B, H, D, T, J), device=device, dtype=q.dtype).permute(0, 1, 2, 4, 5, 3)
 
 
 def _window_forward(
@@ -771,8 +772,8 @@ def window_attention(
     q, k, v: (B, H, T, J, D), any strides. bias: (J, J) or (H, J, J), added to
     every (frame, frame) block of the window's scores. Frames past T are zeros
     that still take softmax mass. Returns (B, H, T, window, J, D) in q's dtype
-    (the Triton path stores it channel-major: a permuted view of a
-    (B, H, D, T, window, J) buffer).
+    (the Triton path stores it as a permuted view of a (B, H, D, window, T, J)
+    buffer, which STFEM's collapse reads without a copy).
     """
     check_qkv(OP, q, k, v)
     check_bias(OP, bias, q)
