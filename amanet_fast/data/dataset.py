@@ -3,8 +3,9 @@
 Reads what `amanet_fast.data.prepare` wrote (SPEC §5 prepared format plus
 manifest.json). The array stays on disk (`mmap=True`): each item copies one
 sample out, so datasets far larger than RAM work and DataLoader workers share
-the page cache. Per item: clip length -> random shift -> random move (joint
-coordinates), then the requested stream (bone, fused) via `amanet_fast.streams`.
+the page cache. Per item: clip length and short-clip padding (`pad`: zero or
+replay, default per dataset kind: `augment.DEFAULT_PAD`) -> random shift ->
+random move (joint coordinates), then the requested stream (bone, fused) via `amanet_fast.streams`.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | Path, split: str = "train", stream: str = "joint",
                  clip_len: int | None = None, random_choose: bool = False, random_shift: bool = False,
                  random_move: bool = False, mmap: bool = True, *, layout: str | None = None,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, pad: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -84,6 +85,9 @@ class SkeletonDataset(torch.utils.data.Dataset):
         self.layout: str = self.manifest["layout"]
         self.num_classes: int = int(self.manifest["num_classes"])
         self.num_channels: int = int(self.manifest["num_channels"])
+        # A score channel (OpenPose/COCO) decides per joint what is missing; else per body and frame.
+        self.confidence: bool = list(self.manifest.get("channels") or [])[-1:] == ["score"]
+        self.pad = self._pad_mode(pad)
         names, labels = read_label_pickle(self.data_dir / label_file(split))
         self.sample_names: list[str] = list(names)
         self.labels: list[int] = [int(l) for l in labels]
@@ -122,6 +126,18 @@ class SkeletonDataset(torch.utils.data.Dataset):
         raise FileNotFoundError(f"prepared dataset not found in {self.data_dir} (no {MANIFEST_NAME}); "
                                 f"create it with: {cmd}")
 
+    def _pad_mode(self, pad: str | None) -> str:
+        kind = str(self.manifest.get("kind"))
+        if pad is None:
+            return augment.default_pad(kind)
+        if pad not in augment.PAD_MODES:
+            raise ValueError(f"pad must be one of {augment.PAD_MODES} (or None for the {kind} default), got {pad!r}")
+        prepared = (self.manifest.get("options") or {}).get("pad") or augment.DEFAULT_PAD.get(kind)
+        if pad == "zero" and prepared == "replay":
+            raise ValueError(f"data.pad=zero, but {self.data_dir} was prepared with replayed frames ({kind} "
+                             f"pre-normalization); prepare it again with --pad zero, or use data.pad=replay")
+        return pad
+
     @property
     def data(self) -> np.ndarray:
         """Opened on first use, so pickling the dataset to a spawned worker does not copy the array."""
@@ -146,11 +162,13 @@ class SkeletonDataset(torch.utils.data.Dataset):
         needs_rng = self.random_choose or self.random_shift or self.random_move
         rng = self._rng() if needs_rng else None
         if self.clip_len is not None:
-            x = augment.fit_length(x, self.clip_len, rng if self.random_choose else None)
+            x = augment.fit_length(x, self.clip_len, rng if self.random_choose else None, self.pad)
+        elif self.pad == "replay":
+            x = augment.fit_length(x, x.shape[1], None, "replay")
         if self.random_shift:
             x = augment.random_shift(x, rng)
         if self.random_move:
-            x = augment.random_move(x, rng)
+            x = augment.random_move(x, rng, confidence=self.confidence)
         x = to_stream(x, self.stream, self.layout)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[index], index
 

@@ -8,6 +8,10 @@ Readings that a row needs:
 - Table 5 "JF+MS-TCN": JF alone with R = g = 5 cannot stay near the paper's
   3.1M (it would be 3.6M); with a 1x1 JF conv (jf_kernel=1) it is 3.2M. The
   paper ties R to FF's group g, and this row has no FF.
+- STFEM's bias: eq. 13 writes β·A_τ with A_τ = tile(A), A the binary adjacency
+  without self-loops; the default uses SFEM's normalized Â = D^-1/2(A+I)D^-1/2
+  (`stfem_bias="a_hat"`). The extra Table 6 row "bias tile(A)" is eq. 13 read
+  literally (`stfem_bias="adjacency"`); the paper reports no number for it.
 - Table 9 "SFEM-TFEM" (4.3M, 44.23 GFLOPs) is the full AMANet (DP, SFEM, TFEM,
   STFEM); "TFEM-SFEM" moves SFEM behind TFEM (order="tfem_sfem").
 """
@@ -62,6 +66,8 @@ ABLATIONS: dict[str, Ablation] = {
                                 1.8, 14.93, 88.7),
     "t6_baseline_k5": Ablation(6, "Baseline (k = 5)", "msg3d", {}, 3.2, 29.95, 89.1),
     "t6_msg3d_to_stfem_msg3d": Ablation(6, "MS-G3D -> STFEM+MS-G3D", "msg3d", dict(stfem=True), 3.4, 36.26, 89.3),
+    "t6_stfem_bias_adjacency": Ablation(6, "MS-G3D -> STFEM+MS-G3D, bias tile(A) (eq. 13)", "msg3d",
+                                        dict(stfem=True, stfem_bias="adjacency"), None, None, None),
     # Table 9: module order.
     "t9_baseline": Ablation(9, "Baseline", "msg3d", {}, 3.2, 29.95, 89.1),
     "t9_sfem_tfem": Ablation(9, "SFEM-TFEM (full AMANet)", "amanet", dict(_AMANET_FULL), 4.3, 44.23, 89.5),

@@ -151,7 +151,7 @@ class TFEM(nn.Module):
 
 class STFEMWindow(nn.Module):
     """One window size τ: attention over the τ·V tokens of frames t..t+τ-1 biased by
-    β·tile(Â), then a (1, τ, 1) conv collapsing the window (the Θ of eq. 14)."""
+    β·tile(Â) (or eq. 13's β·tile(A), `stfem_bias_matrix`), then a (1, τ, 1) conv collapsing the window (the Θ of eq. 14)."""
 
     def __init__(self, in_channels: int, embed: int, out_channels: int, window: int, stride: int,
                  heads: int, backend: str) -> None:
@@ -174,12 +174,30 @@ class STFEMWindow(nn.Module):
         return F.conv2d(out, self.collapse.weight, self.collapse.bias, stride=(self.stride, 1))
 
 
+STFEM_BIASES = ("a_hat", "adjacency")
+
+
+def stfem_bias_matrix(adjacency: np.ndarray, kind: str) -> np.ndarray:
+    """The (V, V) block that `window_attention` tiles τ x τ into STFEM's bias (before β).
+
+    "a_hat" (default): Â = D^-1/2 (A + I) D^-1/2, the normalized graph SFEM uses
+    (eq. 10) -- the reading that keeps both modules' biases on one scale.
+    "adjacency": eq. 13 literally, A_τ = tile(A) with A the binary adjacency,
+    no self-loops (a joint's bias to itself, in any frame of the window, is 0).
+    """
+    if kind == "a_hat":
+        return normalize_adjacency(adjacency + np.eye(len(adjacency)))
+    if kind == "adjacency":
+        return (np.asarray(adjacency) != 0).astype(np.float64) * (1 - np.eye(len(adjacency)))
+    raise ValueError(f"stfem_bias must be one of {STFEM_BIASES}, got {kind!r}")
+
+
 class STFEM(nn.Module):
     """Windowed spatio-temporal attention summed over τ ∈ windows: relu(BN(Σ_τ ...) + res)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, adjacency: np.ndarray, beta: float,
                  windows: tuple[int, ...], ratio: float, heads: int | None, head_dim: int,
-                 backend: str) -> None:
+                 backend: str, bias: str = "a_hat") -> None:
         super().__init__()
         # Narrow raw inputs (3..16 channels) keep their width; wider ones attend at `ratio` of it.
         embed = in_channels if in_channels <= 16 else max(1, round(in_channels * ratio))
@@ -190,8 +208,8 @@ class STFEM(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.residual: nn.Module = (nn.Identity() if in_channels == out_channels and stride == 1
                                     else TemporalConvBN(in_channels, out_channels, 1, stride))
-        a_hat = normalize_adjacency(adjacency + np.eye(len(adjacency)))
-        self.register_buffer("bias", torch.tensor(beta * a_hat, dtype=torch.float32), persistent=False)
+        block = stfem_bias_matrix(adjacency, bias)
+        self.register_buffer("bias", torch.tensor(beta * block, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.windows[0](x, self.bias)

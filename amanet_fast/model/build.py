@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..graphs import DATASET_LAYOUT, SkeletonLayout, get_layout
 from ..streams import STREAMS
+from .attention import STFEM_BIASES
 from .dp import DP_MODES, DataPreprocessing
 from .network import BlockOptions, SkeletonNet
 
@@ -71,6 +72,7 @@ class ModelConfig:
     tfem_jf: bool = True
     jf_kernel: int | None = None         # R of JF's temporal conv; None = group (paper: R = g)
     stfem_ratio: float = 0.25
+    stfem_bias: str = "a_hat"            # STFEM bias block: Â (default) or eq. 13's binary A ("adjacency")
     heads: int | None = None             # None: width // head_dim per module
     head_dim: int = 24
     kernel_backend: str = "auto"
@@ -124,6 +126,8 @@ def _check(cfg: ModelConfig) -> None:
     if cfg.dp and cfg.stream not in ("joint", "bone"):
         _fail("dp", f"False for the {cfg.stream} stream (DP applies to the original-scale joint/bone "
                     "streams only, paper Fig. 6)", cfg.dp)
+    if cfg.stfem_bias not in STFEM_BIASES:
+        _fail("stfem_bias", f"one of {STFEM_BIASES}", cfg.stfem_bias)
     if cfg.order not in ORDERS:
         _fail("order", f"one of {ORDERS}", cfg.order)
     if cfg.kernel_backend not in KERNEL_BACKENDS:
@@ -175,12 +179,13 @@ def model_from_config(cfg: ModelConfig) -> SkeletonNet:
         alpha=float(cfg.alpha), beta=float(cfg.beta), group=cfg.group, tfem_ff=cfg.tfem_ff,
         tfem_jf=cfg.tfem_jf, jf_kernel=cfg.jf_kernel if cfg.jf_kernel is not None else cfg.group,
         stfem_ratio=float(cfg.stfem_ratio), heads=cfg.heads, head_dim=cfg.head_dim,
-        kernel_backend=cfg.kernel_backend,
+        kernel_backend=cfg.kernel_backend, stfem_bias=cfg.stfem_bias,
     )
     dp = None
     if cfg.dp:
+        # The score channel is a confidence only on the joint stream (bone differences it).
         dp = DataPreprocessing(layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims, cfg.in_channels,
-                               mask_missing=cfg.stream == "joint")
+                               confidence=cfg.stream == "joint" and cfg.in_channels > cfg.coord_dims)
     model = SkeletonNet(layout, cfg.num_class, cfg.in_channels, cfg.num_person, cfg.channels, cfg.strides,
                         options, dp)
     model.config = cfg  # type: ignore[assignment]

@@ -17,12 +17,15 @@ Readings worth stating:
   Q u^T / |u|^2, a rank-1 map, so only the first coordinate is non-zero.
 - "center": eq. (5), joint minus the layout's center joint (Table 2 ori_rel).
 - "center+alien": both (Table 2's 15-channel row).
-- Missing joints (all coordinate channels exactly 0, as the prepared data
-  writes them), missing frame joints o/r/c and degenerate frames
-  (|x_r - x_o| or the orthogonal side component below `eps`) give 0, never NaN.
-  On the bone stream a zero vector is real data (the root's bone is always 0),
-  so `mask_missing=False` there and only the degenerate-frame rule applies
-  (padded frames still give 0: all their bones are 0).
+- Missing data (`amanet_fast.streams.present`, SPEC §3.2): without a
+  confidence channel a body is missing in a frame when all its coordinates
+  are exactly 0 (padding, no detection); an exactly-zero joint of a present
+  body is real (NTU's pre-normalized spine-mid, NW-UCLA's frame-0 spine, a
+  root's zero bone). With `confidence=True` (joint stream of Kinetics /
+  pyskl 2D: channel `coord_dims` is the OpenPose/COCO score) a joint with score
+  0 is missing. Missing bodies/joints, missing frame joints o/r/c and
+  degenerate frames (|x_r - x_o| or the orthogonal side component below
+  `eps`) give 0, never NaN.
 - Channels after the first `coord_dims` (Kinetics' OpenPose score) are not
   geometry: every derived group (relative, velocity, acceleration) carries the
   score through unchanged, so each group keeps C channels.
@@ -33,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..graphs import SkeletonLayout
+from ..streams import present
 
 __all__ = ["DP_MODES", "DataPreprocessing", "velocity", "acceleration"]
 
@@ -54,7 +58,7 @@ class DataPreprocessing(nn.Module):
 
     def __init__(self, layout: SkeletonLayout, mode: str = "alien", scale: float = 1.2,
                  coord_dims: int = 3, in_channels: int = 3, eps: float = 1e-6,
-                 mask_missing: bool = True) -> None:
+                 confidence: bool = False) -> None:
         super().__init__()
         if mode not in DP_MODES:
             raise ValueError(f"dp_mode must be one of {DP_MODES}, got {mode!r}")
@@ -63,7 +67,10 @@ class DataPreprocessing(nn.Module):
         if "alien" in mode and not layout.parts:
             raise ValueError(f"dp_mode={mode!r} needs body parts, layout {layout.name!r} defines none")
         self.mode, self.scale, self.coord_dims, self.in_channels, self.eps = mode, scale, coord_dims, in_channels, eps
-        self.mask_missing = mask_missing
+        if confidence and in_channels <= coord_dims:
+            raise ValueError(f"confidence=True needs a score channel after the {coord_dims} coordinates "
+                             f"(in_channels={in_channels})")
+        self.confidence = confidence
         self.center = layout.center
         origin, axis, side = [0] * layout.num_joints, [0] * layout.num_joints, [0] * layout.num_joints
         for part in layout.parts:
@@ -100,22 +107,20 @@ class DataPreprocessing(nn.Module):
             return coords
         return torch.cat([coords, x[:, self.coord_dims:]], dim=1)
 
-    def _present(self, coords: torch.Tensor) -> torch.Tensor:
-        """(N, 1, T, V, M) bool: the joint has any non-zero coordinate (all True without masking)."""
-        if not self.mask_missing:
-            return torch.ones_like(coords[:, :1], dtype=torch.bool)
-        return (coords != 0).any(dim=1, keepdim=True)
+    def _present(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, T, V, M) bool: the joint is observed (per body and frame, or by its score)."""
+        return present(x, self.coord_dims, self.confidence).expand(-1, -1, -1, x.shape[3], -1)
 
     def center_relative(self, x: torch.Tensor) -> torch.Tensor:
         p = x[:, : self.coord_dims]
-        present = self._present(p)
+        present = self._present(x)
         rel = p - p[:, :, :, self.center: self.center + 1]
         ok = present & present[:, :, :, self.center: self.center + 1]
         return torch.where(ok, rel, torch.zeros_like(rel))
 
     def alien(self, x: torch.Tensor, pinv: bool) -> torch.Tensor:
         p = x[:, : self.coord_dims]
-        present = self._present(p)
+        present = self._present(x)
         xo = p.index_select(3, self.origin_idx)
         u = p.index_select(3, self.axis_idx) - xo
         d = p - xo

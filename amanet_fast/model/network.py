@@ -44,6 +44,7 @@ class BlockOptions:
     heads: int | None
     head_dim: int
     kernel_backend: str
+    stfem_bias: str = "a_hat"
 
 
 class Block(nn.Module):
@@ -88,12 +89,12 @@ class Block(nn.Module):
         if o.g3d:
             if o.stfem:
                 g3d.append(STFEM(in_channels, in_channels, 1, adjacency, o.beta, o.windows, o.stfem_ratio,
-                                 backend=o.kernel_backend, **heads))
+                                 backend=o.kernel_backend, bias=o.stfem_bias, **heads))
             g3d.append(MultiWindowG3D(in_channels, out_channels, adjacency, o.num_g3d_scales, o.windows, stride,
                                       embed_to_out=first))
         elif o.stfem:
             g3d.append(STFEM(in_channels, out_channels, stride, adjacency, o.beta, o.windows, o.stfem_ratio,
-                             backend=o.kernel_backend, **heads))
+                             backend=o.kernel_backend, bias=o.stfem_bias, **heads))
         self.g3d = nn.Sequential(*g3d) if g3d else None
         self.tcn = MultiScaleTemporalConv(out_channels, out_channels)
 

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
         "split": None,  # benchmark sub-dir of root, e.g. xsub / xview / xset
         "stream": "joint",
         "clip_len": None,  # frames fed to the model; None -> the prepared length (300)
+        # clips shorter than clip_len/300: zero | replay; None -> the dataset's default
+        # (amanet_fast.data.augment.DEFAULT_PAD: replay for NTU and NW-UCLA as the paper, zero for Kinetics as MS-G3D)
+        "pad": None,
         "random_choose": False,
         "random_shift": False,
         "random_move": False,
@@ -416,6 +419,8 @@ def validate(cfg: dict[str, Any]) -> None:
     cl = cfg["data"]["clip_len"]
     if cl is not None and (not isinstance(cl, int) or cl < 1):
         raise ValueError(f"data.clip_len: expected a positive integer or null, got {cl!r}")
+    if cfg["data"]["pad"] not in (None, "zero", "replay"):
+        raise ValueError(f"data.pad: expected zero, replay or null (the dataset's default), got {cfg['data']['pad']!r}")
     for key in ("limit_train", "limit_val"):
         v = cfg["data"][key]
         if v is not None and (not isinstance(v, int) or v < 1):

@@ -60,9 +60,51 @@ def prepare_command(cfg: dict[str, Any]) -> str:
     return data_prepare_command(cfg["dataset"], data_dir(cfg), cfg["data"]["split"])
 
 
+# What an interrupted demo generation leaves behind (lock, raw JSON, temp folders): still ours.
+_SYNTHETIC_LEFTOVERS = (".lock", "raw")
+_SYNTHETIC_TEMP_PREFIXES = (".raw-", ".tmp-")
+
+
+def check_synthetic_root(cfg: dict[str, Any]) -> None:
+    """The demo (re)generates its data into data.root: never into a folder holding anything else.
+
+    Allowed: the default cache, a missing or empty folder, or one the demo
+    generated (manifest kind "synthetic", or the leftovers of an interrupted
+    generation). Anything else -- typically a user's prepared data passed as
+    data.root without `dataset:` -- would be overwritten, so it stops here.
+    """
+    from amanet_fast.data.io import MANIFEST_NAME, read_manifest
+
+    if not cfg["data"]["root"]:
+        return
+    root = data_root(cfg)
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise MissingDataError(f"data.root {root}: expected a folder for the synthetic demo data, found a file")
+    if (root / MANIFEST_NAME).is_file():
+        try:
+            manifest = read_manifest(root)
+        except (OSError, ValueError):
+            manifest = None
+        kind = manifest.get("kind") if isinstance(manifest, dict) else None
+        if kind == "synthetic":
+            return
+    else:
+        kind = None
+        if all(p.name in _SYNTHETIC_LEFTOVERS or p.name.startswith(_SYNTHETIC_TEMP_PREFIXES)
+               for p in root.iterdir()):
+            return
+    what = f"prepared {kind} data" if kind else "files that the synthetic demo did not write"
+    raise MissingDataError(
+        f"data.root {root}: holds {what}, but dataset is synthetic (the default when no dataset is named), "
+        f"whose generator would overwrite it; pass --dataset {kind or 'KIND'} for this data, or a new folder")
+
+
 def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
     """The prepared data dir; prepares the synthetic demo on first use (rank 0 only)."""
     if cfg["dataset"] == "synthetic":
+        check_synthetic_root(cfg)
         if is_main:
             from amanet_fast.data.synthetic import ensure_synthetic
 
@@ -120,7 +162,7 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
     from amanet_fast.data import SkeletonDataset
 
     d = cfg["data"]
-    common = dict(stream=d["stream"], clip_len=d["clip_len"])
+    common = dict(stream=d["stream"], clip_len=d["clip_len"], pad=d["pad"])
     train_full = SkeletonDataset(directory, split="train", random_choose=d["random_choose"],
                                  random_shift=d["random_shift"], random_move=d["random_move"], **common)
     val_full = SkeletonDataset(directory, split="val", **common)

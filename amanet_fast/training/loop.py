@@ -29,7 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 from . import config as C
 from ..atomic import write_json_atomic, write_pickle_atomic, write_text_atomic
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .data import DataBundle, build_datasets, ensure_data
+from .data import DataBundle, build_datasets, check_synthetic_root, ensure_data
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object, cleanup, gather_objects, init_distributed, shard
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
 from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv
@@ -646,6 +646,8 @@ def _train(cfg: dict, ctx: DistContext, argv: Sequence[str], resume: bool,
     resolve_precision(cfg["runtime"]["amp"], ctx.device)  # fail fast on an impossible setting
     if cfg["dataset"] != "synthetic":
         ensure_data(cfg, ctx.is_main)  # fail fast with the prepare command, before any work dir exists
+    else:
+        check_synthetic_root(cfg)  # never generate demo data into a user's folder; before any work dir exists
     work_dir = _work_dir(cfg)
     run = Run(cfg, ctx, work_dir, argv, model_factory, guard)
     try:

@@ -99,8 +99,10 @@ def test_amanet_defaults_per_stream():
     assert (cfg.dp, cfg.sfem, cfg.tfem, cfg.stfem, cfg.dp_mode, cfg.alpha, cfg.beta, cfg.group) == (
         True, True, True, True, "alien", 0.8, 0.8, 5)
     bone_dp = build_model("amanet", "ntu60", stream="bone", **SMALL).dp
-    assert bone_dp is not None and not bone_dp.mask_missing
-    assert build_model("amanet", "ntu60", **SMALL).dp.mask_missing
+    assert bone_dp is not None and not bone_dp.confidence
+    assert not build_model("amanet", "ntu60", **SMALL).dp.confidence  # 3D: per-body rule, no score
+    assert build_model("amanet", "kinetics", **SMALL).dp.confidence
+    assert not build_model("amanet", "kinetics", stream="bone", **SMALL).dp.confidence
     assert build_model("amanet", "ntu60", stream="joint_fused", **SMALL).dp is None
     msg = build_model("msg3d", "kinetics", **SMALL).config
     assert (msg.dp, msg.sfem, msg.tfem, msg.stfem, msg.coord_dims) == (False, False, False, False, 2)

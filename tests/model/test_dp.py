@@ -83,13 +83,15 @@ def test_alien_2d_rotation_invariant_and_score_passes_through():
                                .view(1, 2, 1, 1).expand(1, 2, 4, 2))
 
 
-def test_missing_joints_and_padded_frames_give_zeros_not_nan():
+def test_missing_bodies_and_padded_frames_give_zeros_not_nan():
+    """3D: "missing" is per body and frame; an exactly-zero joint of a present body is real data."""
     layout = get_layout("ntu25")
     x = _skeleton(25, t=5, seed=4)
     x[:, :, 3:] = 0           # padded frames
-    x[:, :, 0, 6] = 0         # one missing wrist
-    x[:, :, 1, 4] = 0         # missing left-arm origin: whole part degenerate in frame 1
-    x[:, :, 2, 8] = x[:, :, 2, 20]  # right-arm axis of zero length
+    x[:, :, 0, :, 1] = 0      # second body absent in frame 0
+    x[:, :, 0, 1, 0] = 0      # first body's spine mid at the origin (NTU pre-normalization does this)
+    x[:, :, 1, 4] = 0         # left-arm origin at the origin: still a valid frame
+    x[:, :, 2, 8] = x[:, :, 2, 20]  # right-arm axis of zero length: degenerate
     x.requires_grad_(True)
     for mode in ("alien", "alien_pinv", "center", "center+alien", "none"):
         dp = DataPreprocessing(layout, mode, S, coord_dims=3)
@@ -100,10 +102,27 @@ def test_missing_joints_and_padded_frames_give_zeros_not_nan():
         x.grad = None
     rel = DataPreprocessing(layout, "alien", S).alien(x, pinv=False)
     assert torch.all(rel[:, :, 3:] == 0)
-    assert torch.all(rel[:, :, 0, 6] == 0)
-    assert torch.all(rel[:, :, 1, [4, 5, 6, 7, 21, 22]] == 0)
+    assert torch.all(rel[:, :, 0, :, 1] == 0)
+    torch.testing.assert_close(rel[:, :, 0, 1, 0], torch.tensor([[S, 0.0, 0.0]], dtype=torch.float64))
+    assert (rel[:, :, 1, [5, 6, 7, 21, 22]].abs().sum(dim=1) > 0).all()
     assert torch.all(rel[:, :, 2, [8, 9, 10, 11, 23, 24]] == 0)
-    assert rel[:, :, 0, 5].abs().sum() > 0  # other arm joints still mapped
+    center = DataPreprocessing(layout, "center", S).center_relative(x)
+    torch.testing.assert_close(center[:, :, 0, 3, 0], x[:, :, 0, 3, 0])  # center at the origin is real
+    assert torch.all(center[:, :, 0, :, 1] == 0) and torch.all(center[:, :, 3:] == 0)
+
+
+def test_confidence_channel_decides_per_joint():
+    """2D + score (Kinetics/COCO): a joint with score 0 is missing, its part too when it anchors the frame."""
+    layout = get_layout("openpose18")
+    x = _skeleton(18, c=3, seed=9)
+    x[:, 2] = torch.rand_like(x[:, 2]) + 0.1
+    x[:, :, 0, 3] = 0         # right elbow lost (x = y = score = 0, as the Kinetics reader writes it)
+    x[:, :, 1, 5] = 0         # left shoulder = left-arm origin lost
+    rel = DataPreprocessing(layout, "alien", S, coord_dims=2, in_channels=3, confidence=True).alien(x, pinv=False)
+    assert torch.all(rel[:, :, 0, 3] == 0) and (rel[:, :, 0, 4].abs().sum(dim=1) > 0).all()
+    assert torch.all(rel[:, :, 1, [5, 6, 7]] == 0) and (rel[:, :, 1, [3, 4]].abs().sum(dim=1) > 0).all()
+    with pytest.raises(ValueError, match="score channel"):
+        DataPreprocessing(layout, "alien", S, coord_dims=2, in_channels=2, confidence=True)
 
 
 def test_pinv_is_rank_one_and_center_mode():
@@ -159,10 +178,7 @@ def test_bone_stream_keeps_root_anchored_parts():
 
     layout = get_layout("ntu25")
     x = bone(_skeleton(25, seed=8), layout)
-    masked = DataPreprocessing(layout, "alien", S).alien(x, pinv=False)
-    unmasked = DataPreprocessing(layout, "alien", S, mask_missing=False).alien(x, pinv=False)
-    assert torch.all(masked[:, :, :, [5, 1]] == 0)  # what joint-style masking would wrongly do
-    assert (unmasked[:, :, :, [5, 1]].abs().sum(dim=1) > 0).all()
-    assert torch.isfinite(unmasked).all()
-    assert torch.all(DataPreprocessing(layout, "alien", S, mask_missing=False).alien(
-        torch.zeros_like(x), pinv=False) == 0)
+    rel = DataPreprocessing(layout, "alien", S).alien(x, pinv=False)
+    assert (rel[:, :, :, [5, 1]].abs().sum(dim=1) > 0).all()
+    assert torch.isfinite(rel).all()
+    assert torch.all(DataPreprocessing(layout, "alien", S).alien(torch.zeros_like(x), pinv=False) == 0)
