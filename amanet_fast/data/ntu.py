@@ -20,6 +20,7 @@ from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample
 
 __all__ = ["read_skeleton_file", "select_bodies", "pre_normalize", "load_ntu_sample", "plan_ntu",
+           "prepare_ntu_benchmarks",
            "NTU60_XSUB_TRAIN_SUBJECTS", "NTU120_XSUB_TRAIN_SUBJECTS", "NTU_XVIEW_TRAIN_CAMERAS"]
 
 NUM_JOINTS = 25
@@ -174,11 +175,12 @@ def _rotation_onto(v: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def pre_normalize(s: np.ndarray, zaxis: tuple[int, int] = (0, 1), xaxis: tuple[int, int] = (4, 8),
-                  center_joint: int = 1) -> np.ndarray:
+                  center_joint: int = 1, replay: bool = True) -> np.ndarray:
     """MS-G3D/2s-AGCN pre-normalization of one sample, `(M, T, V, 3)` float64, in place.
 
     1. Null frames: a body starting with empty frames is moved to the front;
-       the empty tail after its last frame is filled by replaying the body.
+       the empty tail after its last frame is filled by replaying the body
+       (`replay=False`, prepare's `--pad zero`: the tail stays zero).
     2. Subtract the first body's center joint (spine mid), frame by frame,
        from the non-zero joints of every body.
     3. Rotate so the first body's bone `zaxis` = (from, to) joints at frame 0
@@ -198,7 +200,7 @@ def pre_normalize(s: np.ndarray, zaxis: tuple[int, int] = (0, 1), xaxis: tuple[i
             person[:] = 0
             person[:len(moved)] = moved
         frame_sums = person.sum(axis=(-1, -2))
-        for f in range(T):
+        for f in range(T if replay else 0):
             if frame_sums[f] == 0 and person[f:].sum() == 0:
                 reps = int(np.ceil((T - f) / f))
                 person[f:] = np.concatenate([person[:f]] * reps, axis=0)[:T - f]
@@ -220,8 +222,8 @@ def pre_normalize(s: np.ndarray, zaxis: tuple[int, int] = (0, 1), xaxis: tuple[i
     return s
 
 
-def load_ntu_sample(path: Path, num_frames: int = NUM_FRAMES) -> LoadResult:
-    """One `.skeleton` file -> `(3, 300, 25, 2)` float32, prepared exactly as MS-G3D."""
+def load_ntu_sample(path: Path, num_frames: int = NUM_FRAMES, pad: str = "replay") -> LoadResult:
+    """One `.skeleton` file -> `(3, 300, 25, 2)` float32, prepared exactly as MS-G3D (pad="replay")."""
     bodies, dropped = read_skeleton_file(path, max_frames=num_frames)
     if not bodies.any():
         raise DataFormatError("no skeleton in any frame (one of the official missing-skeleton samples? "
@@ -231,7 +233,7 @@ def load_ntu_sample(path: Path, num_frames: int = NUM_FRAMES) -> LoadResult:
     s[:, :chosen.shape[1]] = chosen
     # MS-G3D stores the raw read as float32 before normalizing; do the same for bit-level parity.
     s = s.astype(np.float32).astype(np.float64)
-    pre_normalize(s)
+    pre_normalize(s, replay=pad == "replay")
     return LoadResult(np.ascontiguousarray(s.transpose(3, 1, 2, 0), dtype=np.float32), dropped)
 
 
@@ -280,7 +282,7 @@ def _class_names(raw: Path, kind: str, num_classes: int) -> list[str | None] | N
 
 
 def plan_ntu(raw: str | Path, kind: str, benchmark: str, problems: Problems,
-             ignore_list: str | Path | None = None) -> DatasetPlan:
+             ignore_list: str | Path | None = None, pad: str = "replay") -> DatasetPlan:
     raw = Path(raw)
     if kind not in BENCHMARKS:
         raise ValueError(f"kind must be one of {sorted(BENCHMARKS)}, got {kind!r}")
@@ -314,7 +316,77 @@ def plan_ntu(raw: str | Path, kind: str, benchmark: str, problems: Problems,
     return DatasetPlan(
         kind=kind, benchmark=benchmark, layout="ntu25", channels=("x", "y", "z"), num_classes=num_classes,
         classes=_class_names(raw, kind, num_classes), splits={k: v for k, v in splits.items() if v},
-        load=partial(load_ntu_sample), options={"ignore_list": str(ignore_list) if ignore_list else None},
-        notes=["MS-G3D pre-normalization: replay-padded null frames, spine-mid centered, "
-               "spine base->spine mid on +z, right->left shoulder on +x"],
+        load=partial(load_ntu_sample, pad=pad),
+        options={"ignore_list": str(ignore_list) if ignore_list else None, "pad": pad},
+        notes=[f"MS-G3D pre-normalization: {'replay' if pad == 'replay' else 'zero'}-padded null frames, "
+               "spine-mid centered, spine base->spine mid on +z, right->left shoulder on +x"],
     )
+
+
+def _load_parsed(source: tuple[str, int, int]) -> LoadResult:
+    """A row of the parse-once cache (see `prepare_ntu_benchmarks`)."""
+    path, row, dropped = source
+    return LoadResult(np.array(np.load(path, mmap_mode="r")[row]), dropped)
+
+
+def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, benchmarks: tuple[str, ...] | None = None,
+                           ignore_list: str | Path | None = None, pad: str = "replay", workers: int = 1,
+                           skip_bad: bool = False, command: str | None = None,
+                           progress: bool | None = None) -> list[Path]:
+    """Parse every `.skeleton` file once and write each benchmark to OUT/<benchmark>/.
+
+    Parsing and pre-normalizing dominate NTU preparation; the benchmarks differ
+    only in which split a sample goes to. So the files are read once into a
+    temporary prepared array (OUT/.parsed-XXXX, removed afterwards) and every
+    benchmark's splits are copied from it by the same driver as a single one.
+    """
+    import shutil
+    import tempfile
+
+    from .prepare import _results, _worker_pool, run_plan
+
+    raw, out = Path(raw), Path(out)
+    benchmarks = benchmarks or BENCHMARKS[kind]
+    found = {b: Problems(skip_bad) for b in benchmarks}  # per benchmark: ignored / unusable files
+    plans = {b: plan_ntu(raw, kind, b, found[b], ignore_list, pad) for b in benchmarks}
+    first = plans[benchmarks[0]]
+    samples = sorted((s for v in first.splits.values() for s in v), key=lambda s: s.name)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".parsed-", dir=out))
+    try:
+        cache = tmp / "parsed.npy"
+        arr = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32,
+                                        shape=(len(samples), 3, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS))
+        rows: dict[str, tuple[int, int]] = {}
+        bad: dict[str, DataFormatError] = {}
+        with _worker_pool(workers, len(samples)) as pool:
+            for i, (sample, (status, result)) in enumerate(zip(samples, _results(first, samples, pool, workers))):
+                if status == "ok":
+                    arr[i] = result.data
+                    rows[sample.name] = (i, result.dropped_frames)
+                elif not skip_bad:
+                    raise result
+                else:
+                    bad[sample.name] = result
+        arr.flush()
+        del arr
+        written = []
+        for b, plan in plans.items():
+            problems = found[b]
+            for split, items in plan.splits.items():
+                kept = []
+                for smp in items:
+                    if smp.name in bad:
+                        problems.report(bad[smp.name], split)
+                    else:
+                        row, dropped = rows[smp.name]
+                        kept.append(Sample(smp.name, smp.label, (str(cache), row, dropped), smp.where))
+                plan.splits[split] = kept
+            plan.splits = {k: v for k, v in plan.splits.items() if v}
+            plan.skipped = problems.skipped + plan.skipped
+            plan.load = _load_parsed
+            plan.notes.append("parsed once for every benchmark of this kind")
+            written.append(run_plan(plan, out / b, skip_bad=skip_bad, command=command, progress=progress))
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

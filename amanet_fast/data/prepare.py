@@ -174,12 +174,13 @@ _EPILOG = """\
 --raw per kind:
   kinetics   ST-GCN release dir: kinetics_{train,val}/ + kinetics_{train,val}_label.json
              (or a flat dir of clips with one *val_label.json / *train_label.json)
-  ntu60/120  the folder of .skeleton files; --split xsub|xview (60), xsub|xset (120)
+  ntu60/120  the folder of .skeleton files; --split xsub|xview (60), xsub|xset (120) writes OUT;
+             without --split every benchmark is written to OUT/<benchmark>/ from one parse
   ucla       NW-UCLA dir holding all_sqe/ and val_label.pkl (view 3 = val)
   pyskl      the annotation .pkl (--train-split/--val-split name its splits)
   synthetic  where the generated JSON goes (default OUT/raw); --seed/--num-train/--num-val
 examples:
-  python -m amanet_fast.data.prepare ntu60 --split xsub --raw nturgb+d_skeletons --out data/ntu60/xsub \\
+  python -m amanet_fast.data.prepare ntu60 --raw nturgb+d_skeletons --out data/ntu60 \\
       --ignore-list NTU_RGBD_samples_with_missing_skeletons.txt --workers 8
   python -m amanet_fast.data.prepare kinetics --raw kinetics-skeleton --out data/kinetics --workers 8
 """
@@ -194,13 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--raw", type=Path, help="raw data location (per kind: see below)")
     p.add_argument("--out", type=Path, required=True, help="output directory of the prepared dataset")
-    p.add_argument("--split", help="NTU benchmark: xsub|xview (ntu60), xsub|xset (ntu120)")
+    p.add_argument("--split", help="NTU benchmark: xsub|xview (ntu60), xsub|xset (ntu120); all (default): every "
+                   "benchmark from one parse, into OUT/<benchmark>/")
     p.add_argument("--workers", type=int, default=1, help="worker processes for reading raw files")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable samples (listed in manifest.json) instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("NTU")
     g.add_argument("--ignore-list", type=Path, help="official list of samples with missing skeletons")
+    g.add_argument("--pad", choices=("replay", "zero"), help="null frames after a body's last frame: replay it "
+                   "(default, MS-G3D's pre-normalization) or leave zeros (for data.pad=zero)")
     g = p.add_argument_group("Kinetics-style JSON (kinetics, synthetic)")
     g.add_argument("--train-dir", type=Path, help="folder of train JSON clips (default RAW/kinetics_train)")
     g.add_argument("--val-dir", type=Path, help="folder of val JSON clips (default RAW/kinetics_val)")
@@ -237,11 +241,18 @@ def prepare(args: argparse.Namespace, command: str | None = None) -> Path:
             raw_dir=args.raw, workers=args.workers, command=command)
     if args.raw is None:
         raise DataFormatError(f"--raw is required for {kind}")
+    if args.pad is not None and kind not in ("ntu60", "ntu120"):
+        raise DataFormatError(f"--pad is an NTU option ({kind} arrays are zero-filled; the training config's "
+                              f"data.pad replays them at load time)")
     if kind in ("ntu60", "ntu120"):
-        from .ntu import plan_ntu
-        if not args.split:
-            raise DataFormatError(f"--split is required for {kind} (xsub|{'xview' if kind == 'ntu60' else 'xset'})")
-        plan = plan_ntu(args.raw, kind, args.split, problems, ignore_list=args.ignore_list)
+        from .ntu import plan_ntu, prepare_ntu_benchmarks
+        pad = args.pad or "replay"
+        if not args.split or args.split == "all":  # parse once, write OUT/<benchmark>/ for each
+            written = prepare_ntu_benchmarks(args.raw, kind, args.out, ignore_list=args.ignore_list, pad=pad,
+                                             workers=args.workers, skip_bad=args.skip_bad, command=command,
+                                             progress=False if args.no_progress else None)
+            return args.out if len(written) > 1 else written[0]
+        plan = plan_ntu(args.raw, kind, args.split, problems, ignore_list=args.ignore_list, pad=pad)
     elif kind == "kinetics":
         from .kinetics import plan_kinetics
         plan = plan_kinetics(args.raw, problems, train_dir=args.train_dir, val_dir=args.val_dir,

@@ -85,7 +85,7 @@ def test_augment_functions() -> None:
     assert e - b == 20 and np.array_equal(y[:, b:e], x[:, 10:30])
     chosen = fit_length(x, 8, rng)
     assert chosen.shape == (3, 8, 18, 2) and valid_range(chosen) == (0, 8)
-    moved = random_move(x, np.random.default_rng(3))
+    moved = random_move(x, np.random.default_rng(3), confidence=True)  # channel 2 as a score: per joint
     assert np.array_equal(moved[2], x[2])                      # score/z channel untouched
     absent = np.abs(x).sum(axis=0) == 0
     assert absent.any() and not moved[:, absent].any()

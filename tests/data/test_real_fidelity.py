@@ -191,3 +191,26 @@ def test_ntu_arrays_are_replayed_and_refuse_zero_padding(shared_data: Path, tmp_
         SkeletonDataset(out, "train", pad="zero")
     with open(out / "train_label.pkl", "rb") as f:
         assert len(pickle.load(f)[0]) == len(ds)
+
+
+def test_ntu_parse_once_writes_every_benchmark_like_single_runs(shared_data: Path, tmp_path: Path) -> None:
+    from .helpers import load_prepared, manifest
+
+    raw = shared_data / "ntu_raw"
+    assert run_prepare("ntu60", "--raw", raw, "--out", tmp_path / "all") == 0
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["xsub", "xview"]  # no parse cache left
+    for bench in ("xsub", "xview"):
+        assert run_prepare("ntu60", "--split", bench, "--raw", raw, "--out", tmp_path / bench) == 0
+        a, b = manifest(tmp_path / "all" / bench), manifest(tmp_path / bench)
+        assert (a["split"], a["counts"], a["dropped_frames"]) == (b["split"], b["counts"], b["dropped_frames"])
+        for split in a["counts"]:
+            xa, na, la = load_prepared(tmp_path / "all" / bench, split)
+            xb, nb, lb = load_prepared(tmp_path / bench, split)
+            assert (na, la) == (nb, lb)
+            np.testing.assert_array_equal(xa, xb)
+    # --pad zero keeps the frames after a body's last one empty; the dataset then accepts data.pad=zero
+    assert run_prepare("ntu60", "--split", "xview", "--pad", "zero", "--raw", raw, "--out", tmp_path / "z") == 0
+    ds = SkeletonDataset(tmp_path / "z", "train", pad="zero")
+    lengths = [valid_range(ds.data[i])[1] for i in range(len(ds))]
+    assert max(lengths) < 300 and SkeletonDataset(tmp_path / "z", "train").pad == "replay"
+    assert run_prepare("ucla", "--pad", "zero", "--raw", shared_data / "nw_ucla", "--out", tmp_path / "u") == 2
