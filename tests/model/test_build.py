@@ -141,3 +141,24 @@ def test_ablation_switches_change_the_network():
     names = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
     assert "SFEM" not in names(base) and "SFEM" in names(sfem)
     assert "MultiWindowG3D" not in names(replaced) and "STFEM" in names(replaced)
+
+
+def test_stfem_bias_option():
+    """Default β·tile(Â); eq. 13's β·tile(A): the binary adjacency without self-loops."""
+    from amanet_fast.graphs import get_layout
+    from amanet_fast.model.attention import STFEM
+
+    a = get_layout("ntu25").adjacency()
+    default = build_model("amanet", "ntu60", **SMALL)
+    literal = build_model("amanet", "ntu60", stfem_bias="adjacency", **SMALL)
+    assert literal.config.stfem_bias == "adjacency" and default.config.stfem_bias == "a_hat"
+    b_def = [m.bias for m in default.modules() if isinstance(m, STFEM)]
+    b_lit = [m.bias for m in literal.modules() if isinstance(m, STFEM)]
+    assert b_lit and len(b_lit) == len(b_def)
+    for b in b_lit:
+        torch.testing.assert_close(b, 0.8 * torch.tensor((a != 0) * 1.0, dtype=torch.float32))
+        assert torch.all(torch.diagonal(b) == 0)
+    assert all(torch.all(torch.diagonal(b) > 0) for b in b_def)  # Â has self-loops
+    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in literal.parameters())
+    with pytest.raises(ValueError, match="stfem_bias"):
+        build_model("amanet", "ntu60", stfem_bias="A", **SMALL)
