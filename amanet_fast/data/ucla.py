@@ -6,6 +6,10 @@ the view in the file name; without it, the view decides. Labels 1..10 in the
 files become 0..9. One person per clip (slot 2 stays zero). Coordinates are
 Kinect v1 metres, translated so the frame-0 spine joint sits at the origin
 (the raw camera offset carries no action information); no rotation or scaling.
+That puts the frame-0 spine exactly at (0, 0, 0): real data, which is why DP
+and random_move decide "missing" per body and frame, never per joint
+(`amanet_fast.streams.present`). Clips shorter than 300 frames are zero-filled
+here; `data.pad` (default replay for NW-UCLA, as the paper) pads them at load.
 """
 from __future__ import annotations
 
