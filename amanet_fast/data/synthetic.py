@@ -34,7 +34,7 @@ log = logging.getLogger("amanet_fast.data.synthetic")
 ACTIONS = ("wave", "clap", "jump", "squat", "kick", "walk")
 DEFAULT_NUM_TRAIN = 600
 DEFAULT_NUM_VAL = 180
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 1
 FPS = 30.0
 _SPLIT_IDS = {"train": 1, "val": 2}
 
@@ -67,11 +67,7 @@ def _targets(action: str, t: np.ndarray, rng: np.random.Generator, dims: dict) -
     """Hand/foot targets (relative to their shoulder/hip), pelvis drop and root motion over `t` seconds.
 
     Hands and feet are driven, elbows and knees follow by IK: that keeps the
-    six actions clearly distinct in what moves, where and how fast. Every
-    base frequency is >= 1.1 Hz, so even at the slowest speed (x 0.8) one
-    cycle lasts <= 1.14 s and the demo's centre 32-frame (1.07 s) window of a
-    clip shows (nearly) a whole cycle: a window never holds only the idle half
-    of a kick or the bottom of a slow squat, which read as another action.
+    six actions clearly distinct in what moves, where and how fast.
     """
     T = len(t)
     amp = rng.uniform(0.85, 1.15)
@@ -106,18 +102,18 @@ def _targets(action: str, t: np.ndarray, rng: np.random.Generator, dims: dict) -
         root[:, 1] = 0.35 * amp * air
         for side in (-1.0, 1.0):
             hands[side] = np.stack([side * (0.08 + 0.1 * air), -0.45 + 0.9 * air, 0.05 + 0.12 * crouch], -1)
-    elif action == "squat":  # deep knee bend, arms raised forward for balance
-        c = amp * (0.5 - 0.5 * np.cos(phase(1.1)))
+    elif action == "squat":  # slow deep knee bend, arms raised forward for balance
+        c = amp * (0.5 - 0.5 * np.cos(phase(0.7)))
         drop = 0.38 * c
         for side in (-1.0, 1.0):
             hands[side] = np.stack([side * 0.03 * one, -0.45 + 0.45 * c, 0.08 + 0.38 * c], -1)
     elif action == "kick":  # right foot swings forward and up, arms out
-        k = np.maximum(0.0, np.sin(phase(1.3))) ** 2
+        k = np.maximum(0.0, np.sin(phase(1.0))) ** 2
         feet[-1.0] = np.stack([-0.18 * k, -0.97 * leg + 0.55 * amp * k, 0.6 * amp * k], -1)
         for side in (-1.0, 1.0):
             hands[side] = np.stack([side * (0.15 + 0.1 * k), -0.4 * one, 0.05 * one], -1)
     elif action == "walk":  # alternating steps, counter-swinging arms, the body travels
-        p = phase(1.2)
+        p = phase(1.0)
         s, c = np.sin(p), np.cos(p)
         for side, sign in ((-1.0, 1.0), (1.0, -1.0)):
             feet[side] = np.stack([side * 0.01 * one, -0.97 * leg + 0.1 * np.maximum(0.0, sign * c),
