@@ -73,6 +73,7 @@ def check_synthetic_root(cfg: dict[str, Any]) -> None:
     generation). Anything else -- typically a user's prepared data passed as
     data.root without `dataset:` -- would be overwritten, so it stops here.
     """
+    from amanet_fast.data.errors import DataFormatError
     from amanet_fast.data.io import MANIFEST_NAME, read_manifest
 
     if not cfg["data"]["root"]:
@@ -85,8 +86,8 @@ def check_synthetic_root(cfg: dict[str, Any]) -> None:
     if (root / MANIFEST_NAME).is_file():
         try:
             manifest = read_manifest(root)
-        except (OSError, ValueError):
-            manifest = None
+        except (OSError, ValueError, DataFormatError):
+            manifest = None  # damaged or foreign: not the demo's either, so refused below
         kind = manifest.get("kind") if isinstance(manifest, dict) else None
         if kind == "synthetic":
             return

@@ -13,7 +13,9 @@ def test_demo_refuses_a_foreign_data_root(tmp_path, capsys, content):
     root = tmp_path / "my_data"
     root.mkdir()
     if content == "ntu60_manifest":
-        (root / "manifest.json").write_text(json.dumps({"kind": "ntu60", "layout": "ntu25"}))
+        (root / "manifest.json").write_text(json.dumps({
+            "format_version": 1, "kind": "ntu60", "layout": "ntu25", "num_channels": 3, "num_frames": 300,
+            "num_joints": 25, "num_persons": 2, "num_classes": 60, "counts": {"train": 1}}))
         (root / "train_data_joint.npy").write_bytes(b"not touched")
     else:
         (root / "notes.txt").write_text("mine")
