@@ -32,7 +32,7 @@ from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, res
 from .data import DataBundle, build_datasets, check_synthetic_root, ensure_data
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object, cleanup, gather_objects, init_distributed, shard
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
-from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv
+from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv, write_sample_outputs
 from .workdir import SignalGuard, Terminated, WorkDirBusyError, WorkDirLock, remove_stale_temp_files
 
 ModelFactory = Callable[[dict, DataBundle], nn.Module]
@@ -313,6 +313,7 @@ class Run:
                                      "model output): the weights or the data hold NaN/inf; no results written")
         report = evaluate_scores(scores, labels)
         wd = self.work_dir
+        write_sample_outputs(wd, split, names, scores, labels, class_names, report)
         if self.cfg["eval"]["save_scores"]:
             write_pickle_atomic(wd / f"scores_{split}.pkl", {n: s for n, s in zip(names, scores)})
             write_pickle_atomic(wd / f"labels_{split}.pkl", (list(names), [int(v) for v in labels]))
@@ -334,6 +335,7 @@ class Run:
         }
         rec.update(extra)
         rec["per_class_acc"] = report["per_class_acc"]
+        rec["most_confused"] = report.get("most_confused", [])
         return rec
 
     def write_results(self, results: dict[str, Any]) -> None:

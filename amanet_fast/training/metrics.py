@@ -108,3 +108,46 @@ def plot_confusion_png(path: str | Path, cm: np.ndarray, class_names: Sequence[s
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
     return True
+
+
+def most_confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+    """The `top` largest off-diagonal cells of the confusion matrix (true -> predicted), largest first.
+
+    `fraction` is the share of that true class's samples that went to the predicted class.
+    Ties keep (true, predicted) index order so the list is reproducible.
+    """
+    cm = np.asarray(cm)
+    support = cm.sum(axis=1)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:top]
+    pairs = []
+    for idx in flat:
+        i, j = divmod(int(idx), cm.shape[1])
+        if off[i, j] == 0:
+            break
+        pairs.append({"true": i, "true_name": str(class_names[i]), "predicted": j,
+                      "predicted_name": str(class_names[j]), "count": int(off[i, j]),
+                      "fraction": float(off[i, j] / support[i])})
+    return pairs
+
+
+def write_predictions_csv(path: str | Path, names: Sequence[str], scores: np.ndarray, labels: np.ndarray,
+                          class_names: Sequence[str]) -> Path:
+    """One row per sample: name, true label and name, predicted label and name, confidence, correct."""
+    scores, labels = _check(scores, labels)
+    preds = scores.argmax(axis=1)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "label", "label_name", "predicted", "predicted_name", "confidence", "correct"])
+    for name, y, p, row in zip(names, labels, preds, scores):
+        w.writerow([name, int(y), class_names[y], int(p), class_names[p], f"{float(row[p]):.6f}", int(y == p)])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_sample_outputs(work_dir: str | Path, split: str, names: Sequence[str], scores: np.ndarray,
+                         labels: np.ndarray, class_names: Sequence[str], report: dict[str, Any]) -> None:
+    """The evaluation's per-sample table (`predictions_<split>.csv`) and, into `report`, the most
+    confused class pairs (the training loop copies them into results.json)."""
+    write_predictions_csv(Path(work_dir) / f"predictions_{split}.csv", names, scores, labels, class_names)
+    report["most_confused"] = most_confused_pairs(report["confusion"], class_names)

@@ -1,0 +1,440 @@
+"""Classify raw skeleton files with trained checkpoints.
+
+    python -m amanet_fast.predict --checkpoint work_dirs/ntu60_joint/best.pt clip.skeleton
+    python -m amanet_fast.predict --checkpoint J/best.pt --checkpoint B/best.pt --weights 0.6 0.6 \\
+        --topk 3 --json preds.json a.skeleton b.skeleton
+
+Every raw format `python -m amanet_fast.data.prepare` reads is accepted, and
+goes through the same reader and preprocessing (NTU `.skeleton` incl. body
+selection and pre-normalization, Kinetics-Skeleton JSON, NW-UCLA JSON, pyskl
+annotation pickles — one prediction per annotation) plus a `.npy` holding one
+prepared `(C, T, V, M)` sample. The model's own input transform follows: the
+training clip length (`data.clip_len`, centre window) and its stream (bone,
+fused). Several checkpoints — typically the four MS-DS streams — are fused like
+`python -m amanet_fast.ensemble`: a weighted sum of their softmax scores
+(default weights 0.6 joint, 0.6 bone, 0.4 joint_fused, 0.4 bone_fused),
+divided by the weight sum so the printed numbers are probabilities.
+
+`Predictor` is the same thing in memory; `load_trained_model` is the one place
+that turns a checkpoint into a ready model (also used by `visualize` and
+`export`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .data.errors import DataFormatError
+from .graphs import SkeletonLayout, get_layout
+from .streams import STREAMS, to_stream
+
+__all__ = ["TrainedModel", "Prediction", "Predictor", "PredictError", "load_trained_model", "read_raw_file",
+           "model_input", "main"]
+
+log = logging.getLogger("amanet_fast.predict")
+
+RAW_SUFFIXES = (".skeleton", ".json", ".pkl", ".pickle", ".npy")
+
+
+class PredictError(ValueError):
+    """A checkpoint or command-line value that cannot be used; printed as one `error:` line."""
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint's network in eval mode plus what is needed to feed it raw data."""
+
+    model: nn.Module
+    config: dict[str, Any]          # the resolved training config stored in the checkpoint
+    class_names: list[str]
+    class_names_source: str
+    stream: str
+    layout: SkeletonLayout
+    clip_len: int | None
+    in_channels: int
+    num_person: int
+    checkpoint: Path
+    epoch: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _class_names(state: dict[str, Any], cfg: dict[str, Any], num_classes: int) -> tuple[list[str], str]:
+    """Names from the checkpoint when it carries them, else from the prepared data it was trained on."""
+    for key in ("class_names", "classes"):
+        names = state.get(key)
+        if isinstance(names, list) and len(names) == num_classes:
+            return [str(n) if n is not None else str(i) for i, n in enumerate(names)], "checkpoint"
+    manifest = state.get("manifest")
+    sources: list[tuple[dict | None, str]] = [(manifest if isinstance(manifest, dict) else None, "checkpoint manifest")]
+    try:
+        from .data.io import read_manifest
+        from .training.data import data_dir
+
+        directory = data_dir(cfg)
+        sources.append((read_manifest(directory), f"{directory}/manifest.json"))
+    except (KeyError, TypeError, OSError, ValueError):
+        pass
+    for man, where in sources:
+        classes = man.get("classes") if isinstance(man, dict) else None
+        if isinstance(classes, list) and len(classes) == num_classes and any(c is not None for c in classes):
+            return [str(c) if c is not None else str(i) for i, c in enumerate(classes)], where
+    log.warning("no class names found (checkpoint has none and the training data's manifest is not at hand): "
+                "printing class indices")
+    return [str(i) for i in range(num_classes)], "indices"
+
+
+def _layout_of(state: dict[str, Any], model: nn.Module) -> SkeletonLayout:
+    stored = state.get("layout")
+    if isinstance(stored, dict):
+        from . import graphs
+
+        from_dict = getattr(graphs, "layout_from_dict", None) or getattr(SkeletonLayout, "from_dict", None)
+        if from_dict is not None:
+            return from_dict(stored)
+    return get_layout(model.layout)  # type: ignore[arg-type]
+
+
+def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "cpu",
+                       kernel_backend: str = "auto") -> TrainedModel:
+    """Rebuild the network of a training checkpoint, load its weights, switch to eval mode.
+
+    The architecture comes from the config the checkpoint stores (arch, dataset,
+    stream, model.args); the class count from its classifier weights. Raises
+    `CheckpointError` for a damaged / foreign file or weights that do not fit.
+    """
+    from .model.build import build_model
+    from .training.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(checkpoint)
+    state = load_checkpoint(path, map_location="cpu")
+    cfg = state["config"]
+    weights = state["model"]
+    if not isinstance(cfg, dict) or "model" not in cfg or "fc.weight" not in weights:
+        raise CheckpointError(f"checkpoint {path} holds no amanet-fast model config / classifier weights")
+    stream = cfg["data"]["stream"]
+    num_class = int(weights["fc.weight"].shape[0])
+    # Prepared data always has 3 channels and 2 person slots (data.io); the weights must agree.
+    from .data.io import NUM_PERSONS
+
+    kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream,
+                  kernel_backend=kernel_backend)
+    kwargs.update(cfg["model"].get("args") or {})
+    kwargs["kernel_backend"] = kernel_backend
+    try:
+        model = build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its config describes "
+                              f"(arch {cfg['model']['arch']}, dataset {cfg['dataset']}, stream {stream}): "
+                              f"{first}") from err
+    model.eval().to(device)
+    names, source = _class_names(state, cfg, num_class)
+    clip_len = cfg["data"].get("clip_len")
+    return TrainedModel(model=model, config=cfg, class_names=names, class_names_source=source, stream=stream,
+                        layout=_layout_of(state, model), clip_len=int(clip_len) if clip_len else None,
+                        in_channels=model.in_channels, num_person=model.num_person, checkpoint=path,
+                        epoch=int(state["epoch"]))
+
+
+# ----------------------------------------------------------------------------- raw files
+
+
+@dataclass
+class RawSample:
+    name: str
+    data: np.ndarray          # (C, T, V, M) float32 joint data, as the prepared arrays hold it
+    layout: str | None        # the reader's skeleton layout; None: unknown (.npy)
+    dropped_frames: int = 0
+
+
+def _check_finite(x: np.ndarray, where: str) -> None:
+    if not np.isfinite(x).all():
+        raise DataFormatError("non-finite (NaN/inf) coordinates", where)
+
+
+def _read_npy(path: Path) -> list[RawSample]:
+    from .data.io import NUM_FRAMES
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataFormatError(f"not a readable .npy array ({err})", path) from None
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
+        raise DataFormatError(f"expected one prepared sample of shape (C, T, V, M), got {x.dtype} {x.shape}", path)
+    x = x.astype(np.float32)
+    dropped = max(0, x.shape[1] - NUM_FRAMES)
+    if x.shape[1] < NUM_FRAMES:  # the prepared arrays are zero-padded to 300 frames; so is this sample
+        x = np.concatenate([x, np.zeros((x.shape[0], NUM_FRAMES - x.shape[1], *x.shape[2:]), np.float32)], axis=1)
+    return [RawSample(path.name, x[:, :NUM_FRAMES], None, dropped)]
+
+
+def read_raw_file(path: str | Path) -> list[RawSample]:
+    """One raw file -> its samples, read and preprocessed exactly as `prepare` does."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError("file not found", path)
+    suffix = path.suffix.lower()
+    if suffix == ".skeleton":
+        from .data.ntu import load_ntu_sample
+
+        res = load_ntu_sample(path)
+        samples = [RawSample(path.name, res.data, "ntu25", res.dropped_frames)]
+    elif suffix == ".json":
+        from .data.errors import read_json_file
+
+        doc = read_json_file(path)
+        if isinstance(doc, dict) and "data" in doc:
+            from .data.kinetics import skeleton_from_kinetics_json
+
+            data, dropped = skeleton_from_kinetics_json(doc, path)
+            samples = [RawSample(path.name, data, "openpose18", dropped)]
+        elif isinstance(doc, dict) and "skeletons" in doc:
+            from .data.ucla import load_ucla_clip
+
+            res = load_ucla_clip(path)
+            samples = [RawSample(path.stem, res.data, "ucla20", res.dropped_frames)]
+        else:
+            raise DataFormatError("JSON is neither a Kinetics-Skeleton clip ('data' list) nor an NW-UCLA "
+                                  "sequence ('skeletons')", path)
+    elif suffix in (".pkl", ".pickle"):
+        from .data.pyskl import LAYOUT_BY_JOINTS, annotation_to_array, read_pyskl_pickle
+
+        _, annotations = read_pyskl_pickle(path)
+        samples = []
+        for i, ann in enumerate(annotations):
+            name = str(ann.get("frame_dir", i)) if isinstance(ann, dict) else str(i)
+            where = f"{path}[{name}]"
+            if not isinstance(ann, dict):
+                raise DataFormatError(f"annotation {i} is not a dict", path)
+            data, dropped, _ = annotation_to_array(ann, where)
+            samples.append(RawSample(f"{path.name}[{name}]", data, LAYOUT_BY_JOINTS[data.shape[2]], dropped))
+    elif suffix == ".npy":
+        samples = _read_npy(path)
+    else:
+        raise DataFormatError(f"unknown file type {suffix or '(none)'!r}; expected one of {', '.join(RAW_SUFFIXES)}",
+                              path)
+    for s in samples:
+        _check_finite(s.data, s.name if s.name != path.name else str(path))
+        if s.dropped_frames:
+            log.warning("%s: %d frames past %d were dropped, as prepare does", s.name, s.dropped_frames,
+                        s.data.shape[1])
+    return samples
+
+
+def model_input(x: np.ndarray, tm: TrainedModel, where: str = "input") -> np.ndarray:
+    """Prepared (C, T, V, M) joint data -> what the model was trained on: clip length, then stream."""
+    from .data.augment import fit_length
+
+    if x.ndim != 4:
+        raise DataFormatError(f"expected (C, T, V, M), got shape {x.shape}", where)
+    C, _, V, M = x.shape
+    if C != tm.in_channels or V != tm.layout.num_joints or not 1 <= M <= tm.num_person:
+        raise DataFormatError(f"shape {x.shape} does not fit the model: expected (C={tm.in_channels}, T, "
+                              f"V={tm.layout.num_joints} ({tm.layout.name}), M<={tm.num_person})", where)
+    if M < tm.num_person:
+        x = np.concatenate([x, np.zeros((*x.shape[:3], tm.num_person - M), x.dtype)], axis=3)
+    x = np.asarray(x, dtype=np.float32)
+    if tm.clip_len is not None:
+        x = fit_length(x, tm.clip_len)  # no rng: the centre window, as evaluation does
+    return np.ascontiguousarray(to_stream(x, tm.stream, tm.layout), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class Prediction:
+    name: str
+    probabilities: np.ndarray                                # (num_classes,) fused, sums to 1
+    topk: list[tuple[int, str, float]] = field(default_factory=list)  # (class index, name, probability)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name,
+                "topk": [{"label": i, "class": n, "probability": round(float(p), 6)} for i, n, p in self.topk]}
+
+
+def _default_weight(stream: str) -> float:
+    from .ensemble import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS[STREAMS.index(stream)]
+
+
+class Predictor:
+    """Trained checkpoint(s) -> class probabilities for raw files or prepared arrays.
+
+    >>> p = Predictor(["work_dirs/joint/best.pt", "work_dirs/bone/best.pt"])
+    >>> p.predict_files(["clip.skeleton"], topk=3)[0].topk
+    """
+
+    def __init__(self, checkpoints: str | Path | Sequence[str | Path], weights: Sequence[float] | None = None, *,
+                 device: str | torch.device = "cpu", kernel_backend: str = "auto", batch_size: int = 8) -> None:
+        if isinstance(checkpoints, (str, Path)):
+            checkpoints = [checkpoints]
+        if not checkpoints:
+            raise PredictError("--checkpoint: at least one checkpoint is needed")
+        self.device = torch.device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.models = [load_trained_model(c, device=self.device, kernel_backend=kernel_backend) for c in checkpoints]
+        first = self.models[0]
+        for tm in self.models[1:]:
+            if tm.layout.name != first.layout.name or tm.num_classes != first.num_classes:
+                raise PredictError(f"--checkpoint: {tm.checkpoint} ({tm.layout.name}, {tm.num_classes} classes) "
+                                   f"cannot be fused with {first.checkpoint} ({first.layout.name}, "
+                                   f"{first.num_classes} classes)")
+            if tm.class_names_source != "indices" and first.class_names_source != "indices" \
+                    and tm.class_names != first.class_names:
+                raise PredictError(f"--checkpoint: {tm.checkpoint} and {first.checkpoint} name their classes "
+                                   "differently; they were trained on different data")
+        if weights is None:
+            weights = [1.0] if len(self.models) == 1 else [_default_weight(tm.stream) for tm in self.models]
+        weights = [float(w) for w in weights]
+        if len(weights) != len(self.models):
+            raise PredictError(f"--weights: expected {len(self.models)} values (one per checkpoint), got {len(weights)}")
+        if any(w < 0 or not np.isfinite(w) for w in weights) or sum(weights) <= 0:
+            raise PredictError(f"--weights: expected non-negative numbers with a positive sum, got {weights}")
+        self.weights = weights
+        named = next((tm for tm in self.models if tm.class_names_source != "indices"), first)
+        self.class_names = named.class_names
+        for tm in self.models:
+            log.info("checkpoint %s: %s/%s, stream %s, epoch %d, %d classes (names from %s), clip_len %s, "
+                     "weight %g", tm.checkpoint, tm.config["model"]["arch"], tm.config["dataset"], tm.stream,
+                     tm.epoch, tm.num_classes, tm.class_names_source, tm.clip_len, weights[self.models.index(tm)])
+
+    @property
+    def layout(self) -> SkeletonLayout:
+        return self.models[0].layout
+
+    @torch.no_grad()
+    def predict_arrays(self, samples: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+        """Prepared (C, T, V, M) joint samples -> fused probabilities (N, num_classes)."""
+        names = list(names) if names is not None else [f"sample {i}" for i in range(len(samples))]
+        from .ensemble import fuse
+
+        per_model = []
+        for tm in self.models:
+            inputs = [model_input(x, tm, n) for x, n in zip(samples, names)]
+            probs = []
+            for start in range(0, len(inputs), self.batch_size):
+                batch = torch.from_numpy(np.stack(inputs[start:start + self.batch_size])).to(self.device)
+                probs.append(torch.softmax(tm.model(batch).float(), dim=1).cpu().numpy())
+            per_model.append(np.concatenate(probs) if probs else np.zeros((0, tm.num_classes), np.float32))
+        fused = fuse(np.stack(per_model).astype(np.float64), self.weights) / sum(self.weights)
+        return fused
+
+    def read(self, path: str | Path) -> list[RawSample]:
+        """Read a raw file and check that its skeleton is the one the model was trained on."""
+        samples = read_raw_file(path)
+        for s in samples:
+            if s.layout is not None and s.layout != self.layout.name:
+                raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects "
+                                      f"{self.layout.name} ({self.layout.num_joints} joints)", path)
+        return samples
+
+    def predict_files(self, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
+        """Every file is read (and checked) before any model runs: a bad file stops with DataFormatError."""
+        samples = [s for p in paths for s in self.read(p)]
+        probs = self.predict_arrays([s.data for s in samples], [s.name for s in samples])
+        return [self._prediction(s.name, p, topk) for s, p in zip(samples, probs)]
+
+    def predict(self, x: np.ndarray | str | Path, topk: int = 5) -> Prediction | list[Prediction]:
+        """A raw file path (-> list, pyskl pickles hold several) or one prepared (C, T, V, M) array."""
+        if isinstance(x, (str, Path)):
+            return self.predict_files([x], topk)
+        return self._prediction("array", self.predict_arrays([x])[0], topk)
+
+    def _prediction(self, name: str, probs: np.ndarray, topk: int) -> Prediction:
+        k = max(1, min(int(topk), len(probs)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        return Prediction(name, probs, [(int(i), self.class_names[i], float(probs[i])) for i in order])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def format_predictions(preds: Sequence[Prediction]) -> str:
+    lines = []
+    for p in preds:
+        lines.append(p.name)
+        width = max(len(n) for _, n, _ in p.topk)
+        for rank, (i, n, prob) in enumerate(p.topk, 1):
+            lines.append(f"  {rank}. {n:<{width}}  {prob:.4f}  (label {i})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m amanet_fast.predict",
+        description="Top-k action classes for raw skeleton files (NTU .skeleton, Kinetics / NW-UCLA JSON, "
+                    "pyskl .pkl, prepared (C,T,V,M) .npy) from one or several trained checkpoints.")
+    p.add_argument("files", nargs="+", type=Path, help="raw skeleton files")
+    p.add_argument("--checkpoint", action="append", required=True, type=Path,
+                   help="a training checkpoint (best.pt / latest.pt); repeat to fuse streams")
+    p.add_argument("--weights", type=float, nargs="+",
+                   help="one fusion weight per checkpoint (default by stream: joint/bone 0.6, fused 0.4)")
+    p.add_argument("--topk", type=int, default=5, help="classes to list per file (default 5)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the predictions to this JSON file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=8)
+    return p
+
+
+def _device(arg: str) -> torch.device:
+    if arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(arg)
+    except RuntimeError:
+        raise PredictError(f"--device: expected auto, cpu, cuda or cuda:N, got {arg!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PredictError(f"--device: {arg} requested but no CUDA device is available")
+    return dev
+
+
+def run(args: argparse.Namespace) -> list[Prediction]:
+    if args.topk < 1:
+        raise PredictError(f"--topk: expected an integer >= 1, got {args.topk}")
+    predictor = Predictor(args.checkpoint, args.weights, device=_device(args.device), batch_size=args.batch_size)
+    preds = predictor.predict_files(args.files, args.topk)
+    if args.json:
+        from .atomic import write_json_atomic
+
+        write_json_atomic(args.json, {
+            "checkpoints": [str(tm.checkpoint) for tm in predictor.models],
+            "streams": [tm.stream for tm in predictor.models],
+            "weights": predictor.weights,
+            "predictions": [p.to_dict() for p in preds],
+        })
+    return preds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .training.checkpoint import CheckpointError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        preds = run(args)
+    except (DataFormatError, CheckpointError, PredictError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_predictions(preds))
+    if args.json:
+        log.info("predictions written to %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
