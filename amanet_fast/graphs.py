@@ -54,9 +54,12 @@ class SkeletonLayout:
     root: int
     parents: tuple[int, ...] = field(default=())
     parts: tuple[BodyPart, ...] = field(default=())
+    joint_names: tuple[str, ...] = field(default=())  # optional; plots label axes with them
 
     def __post_init__(self) -> None:
         v = self.num_joints
+        if self.joint_names and len(self.joint_names) != v:
+            raise ValueError(f"layout {self.name!r}: {len(self.joint_names)} joint names for {v} joints")
         for a, b in self.edges:
             if not (0 <= a < v and 0 <= b < v) or a == b:
                 raise ValueError(f"layout {self.name!r}: bad edge ({a}, {b}) for {v} joints")
@@ -77,6 +80,10 @@ class SkeletonLayout:
             covered.extend(part.members)
         if self.parts and sorted(covered) != list(range(v)):
             raise ValueError(f"layout {self.name!r}: parts must cover every joint exactly once")
+
+    def joint_labels(self) -> list[str]:
+        """A readable name per joint: the layout's names, else the 0-based indices."""
+        return list(self.joint_names) if self.joint_names else [str(j) for j in range(self.num_joints)]
 
     def adjacency(self) -> np.ndarray:
         """Binary symmetric (V, V) adjacency without self loops."""
@@ -130,6 +137,10 @@ _NTU25 = SkeletonLayout(
         BodyPart("right_leg", 16, 0, 1, (16, 17, 18, 19)),
         BodyPart("trunk_head", 20, 1, 4, (0, 1, 2, 3, 20)),
     ),
+    joint_names=("spine base", "spine mid", "neck", "head", "L shoulder", "L elbow", "L wrist", "L hand",
+                 "R shoulder", "R elbow", "R wrist", "R hand", "L hip", "L knee", "L ankle", "L foot",
+                 "R hip", "R knee", "R ankle", "R foot", "spine shoulder", "L hand tip", "L thumb",
+                 "R hand tip", "R thumb"),
 )
 
 # OpenPose COCO-18 (Kinetics-Skeleton): 0 nose, 1 neck, 2-4 right arm, 5-7 left arm,
@@ -148,6 +159,8 @@ _OPENPOSE18 = SkeletonLayout(
         BodyPart("right_leg", 8, 1, 11, (8, 9, 10)),
         BodyPart("head", 1, 0, 2, (0, 1, 14, 15, 16, 17)),
     ),
+    joint_names=("nose", "neck", "R shoulder", "R elbow", "R wrist", "L shoulder", "L elbow", "L wrist",
+                 "R hip", "R knee", "R ankle", "L hip", "L knee", "L ankle", "R eye", "L eye", "R ear", "L ear"),
 )
 
 # NW-UCLA, Kinect v1 order: 0 hip center, 1 spine, 2 shoulder center, 3 head,
@@ -171,6 +184,9 @@ _UCLA20 = SkeletonLayout(
         BodyPart("right_leg", 16, 0, 1, (16, 17, 18, 19)),
         BodyPart("trunk_head", 2, 1, 4, (0, 1, 2, 3)),
     ),
+    joint_names=("hip center", "spine", "shoulder center", "head", "L shoulder", "L elbow", "L wrist", "L hand",
+                 "R shoulder", "R elbow", "R wrist", "R hand", "L hip", "L knee", "L ankle", "L foot",
+                 "R hip", "R knee", "R ankle", "R foot"),
 )
 
 # COCO-17 keypoints (pyskl 2D annotations): 0 nose, 1/2 eyes, 3/4 ears,
@@ -191,6 +207,8 @@ _COCO17 = SkeletonLayout(
         BodyPart("right_leg", 12, 6, 11, (12, 14, 16)),
         BodyPart("head", 0, 5, 6, (0, 1, 2, 3, 4)),
     ),
+    joint_names=("nose", "L eye", "R eye", "L ear", "R ear", "L shoulder", "R shoulder", "L elbow", "R elbow",
+                 "L wrist", "R wrist", "L hip", "R hip", "L knee", "R knee", "L ankle", "R ankle"),
 )
 
 LAYOUTS: dict[str, SkeletonLayout] = {l.name: l for l in (_NTU25, _OPENPOSE18, _UCLA20, _COCO17)}
