@@ -81,7 +81,8 @@ def window_attention_reference_backward(
 def grouped_frames(x: torch.Tensor, group: int) -> torch.Tensor:
     """(B, H, T, J, D) -> (B, H, groups, group, J*D) in the compute dtype, frames past T zero."""
     B, H, T, J, D = x.shape
-    num_groups = -(-T // group)
+    # (T + g - 1) // g, not -(-T // g): exported graphs (ONNX) truncate integer division of negatives.
+    num_groups = (T + group - 1) // group
     x = F.pad(x.to(_compute_dtype(x.dtype)).reshape(B, H, T, J * D), (0, 0, 0, num_groups * group - T))
     return x.view(B, H, num_groups, group, J * D)
 
@@ -90,11 +91,12 @@ def frame_group_probs(q: torch.Tensor, k: torch.Tensor, group: int, scale: float
     """Softmax weights of grouped frame attention, (B, H, groups, group, group) in the
     compute dtype; frames past T (the short last group) take no mass."""
     T = q.shape[2]
-    num_groups = -(-T // group)
+    num_groups = (T + group - 1) // group
     scores = torch.matmul(grouped_frames(q, group), grouped_frames(k, group).transpose(-1, -2)) * scale
-    if num_groups * group != T:
-        exists = torch.arange(num_groups * group, device=q.device).view(num_groups, group) < T
-        scores = scores.masked_fill(~exists[:, None, :], float("-inf"))
+    # Masked even when T divides evenly (a no-op then) so that an exported graph (torch.export /
+    # ONNX) has no branch on T and takes any frame count.
+    exists = torch.arange(num_groups * group, device=q.device).view(num_groups, group) < T
+    scores = scores.masked_fill(~exists[:, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
