@@ -22,7 +22,6 @@ that turns a checkpoint into a ready model (also used by `visualize` and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -128,10 +127,9 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
     # Prepared data always has 3 channels and 2 person slots (data.io); the weights must agree.
     from .data.io import NUM_PERSONS
 
-    kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream,
-                  kernel_backend=kernel_backend)
+    kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream)
     kwargs.update(cfg["model"].get("args") or {})
-    kwargs["kernel_backend"] = kernel_backend
+    kwargs["kernel_backend"] = kernel_backend  # the caller's choice wins over the training run's
     try:
         model = build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
         model.load_state_dict(weights)
@@ -308,10 +306,10 @@ class Predictor:
         self.weights = weights
         named = next((tm for tm in self.models if tm.class_names_source != "indices"), first)
         self.class_names = named.class_names
-        for tm in self.models:
+        for tm, w in zip(self.models, weights):
             log.info("checkpoint %s: %s/%s, stream %s, epoch %d, %d classes (names from %s), clip_len %s, "
                      "weight %g", tm.checkpoint, tm.config["model"]["arch"], tm.config["dataset"], tm.stream,
-                     tm.epoch, tm.num_classes, tm.class_names_source, tm.clip_len, weights[self.models.index(tm)])
+                     tm.epoch, tm.num_classes, tm.class_names_source, tm.clip_len, w)
 
     @property
     def layout(self) -> SkeletonLayout:

@@ -30,7 +30,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -149,8 +149,7 @@ def attention_maps(tm: TrainedModel, x: np.ndarray, layer: int | None = None, fr
     if stfem is not None:
         for w in stfem.windows:
             q, k, _ = _split_heads(captured[f"stfem{w.window}"], w.heads)
-            f = layer_frame(q.shape[2])
-            maps.layer_frame = maps.layer_frame or f
+            f = maps.layer_frame = layer_frame(q.shape[2])  # STFEM and SFEM both see the block's input
             qw = unfold_windows(q[row:row + 1].double(), w.window)[0, :, f]   # (H, τV, D)
             kw = unfold_windows(k[row:row + 1].double(), w.window)[0, :, f]
             logits = qw @ kw.transpose(-1, -2) * qw.shape[-1] ** -0.5

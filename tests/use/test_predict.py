@@ -7,7 +7,6 @@ import json
 import pickle
 
 import numpy as np
-import pytest
 
 from amanet_fast import Predictor
 from amanet_fast.ensemble import fuse
