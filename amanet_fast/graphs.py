@@ -81,10 +81,6 @@ class SkeletonLayout:
         if self.parts and sorted(covered) != list(range(v)):
             raise ValueError(f"layout {self.name!r}: parts must cover every joint exactly once")
 
-    def joint_labels(self) -> list[str]:
-        """A readable name per joint: the layout's names, else the 0-based indices."""
-        return list(self.joint_names) if self.joint_names else [str(j) for j in range(self.num_joints)]
-
     def adjacency(self) -> np.ndarray:
         """Binary symmetric (V, V) adjacency without self loops."""
         return adjacency(self.num_joints, self.edges)

@@ -124,15 +124,23 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
         raise CheckpointError(f"checkpoint {path} holds no amanet-fast model config / classifier weights")
     stream = cfg["data"]["stream"]
     num_class = int(weights["fc.weight"].shape[0])
-    # Prepared data always has 3 channels and 2 person slots (data.io); the weights must agree.
-    from .data.io import NUM_PERSONS
-
-    kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream)
-    kwargs.update(cfg["model"].get("args") or {})
-    kwargs["kernel_backend"] = kernel_backend  # the caller's choice wins over the training run's
     try:
-        model = build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
-        model.load_state_dict(weights)
+        from . import training
+
+        stored = getattr(training.checkpoint, "model_from_checkpoint", None)
+        if stored is not None and "model_config" in state:
+            # Newer checkpoints describe the network (layout included): rebuilt from that description.
+            model = stored(state, kernel_backend)
+        else:
+            # Older ones: from the training config. Prepared data always has 3 channels and 2 person
+            # slots (data.io); load_state_dict checks the weights agree.
+            from .data.io import NUM_PERSONS
+
+            kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream)
+            kwargs.update(cfg["model"].get("args") or {})
+            kwargs["kernel_backend"] = kernel_backend  # the caller's choice wins over the training run's
+            model = build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
+            model.load_state_dict(weights)
     except (RuntimeError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its config describes "

@@ -62,6 +62,12 @@ class AttentionMaps:
     probabilities: np.ndarray | None = None
 
 
+def _joint_names(layout) -> list[str]:
+    """The layout's joint names for the axes, else the 0-based indices."""
+    names = getattr(layout, "joint_names", ())
+    return list(names) if names else [str(j) for j in range(layout.num_joints)]
+
+
 def _softmax(x: torch.Tensor) -> np.ndarray:
     return torch.softmax(x.double(), dim=-1).numpy()
 
@@ -127,7 +133,7 @@ def attention_maps(tm: TrainedModel, x: np.ndarray, layer: int | None = None, fr
 
     cfg = model.config
     maps = AttentionMaps(layer=layer, frame=frame, layer_frame=0, person=person,
-                         joint_names=tm.layout.joint_labels(), alpha=float(cfg.alpha), beta=float(cfg.beta),
+                         joint_names=_joint_names(tm.layout), alpha=float(cfg.alpha), beta=float(cfg.beta),
                          probabilities=probs)
     a_hat = normalize_adjacency(tm.layout.adjacency() + np.eye(tm.layout.num_joints))
     row = person  # persons fold into the batch as n * M + m, and n = 0
