@@ -162,7 +162,7 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
 class RawSample:
     name: str
     data: np.ndarray          # (C, T, V, M) float32 joint data, as the prepared arrays hold it
-    layout: str | None        # the reader's skeleton layout; None: unknown (.npy)
+    layout: str | None        # the reader's skeleton layout; None: not told by the file (.npy, pyskl)
     dropped_frames: int = 0
 
 
@@ -216,7 +216,7 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
             raise DataFormatError("JSON is neither a Kinetics-Skeleton clip ('data' list) nor an NW-UCLA "
                                   "sequence ('skeletons')", path)
     elif suffix in (".pkl", ".pickle"):
-        from .data.pyskl import LAYOUT_BY_JOINTS, annotation_to_array, read_pyskl_pickle
+        from .data.pyskl import annotation_to_array, read_pyskl_pickle
 
         _, annotations = read_pyskl_pickle(path)
         samples = []
@@ -226,7 +226,9 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
             if not isinstance(ann, dict):
                 raise DataFormatError(f"annotation {i} is not a dict", path)
             data, dropped, _ = annotation_to_array(ann, where)
-            samples.append(RawSample(f"{path.name}[{name}]", data, LAYOUT_BY_JOINTS[data.shape[2]], dropped))
+            # pyskl annotations do not name their joint order (prepare takes it from --layout):
+            # only the joint count can be checked against the model.
+            samples.append(RawSample(f"{path.name}[{name}]", data, None, dropped))
     elif suffix == ".npy":
         samples = _read_npy(path)
     else:
