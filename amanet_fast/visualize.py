@@ -227,7 +227,7 @@ def _save(fig, path: Path) -> Path:
     from .atomic import write_bytes_atomic
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return write_bytes_atomic(path, buf.getvalue())
 
@@ -266,7 +266,7 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
         written.append(_save(fig, out / f"sfem_layer{L}_frame{F}.png"))
     for tau, m in maps.stfem.items():
         tokens = [f"{s}:{n}" for s in range(tau) for n in names]
-        size = min(6 + 0.12 * len(tokens), 30)
+        size = min(6 + 0.08 * len(tokens), 24)
         fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
         labels = tokens if len(tokens) <= 128 else None
         fs = max(2.5, 6.0 - 0.03 * len(tokens))

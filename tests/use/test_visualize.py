@@ -88,3 +88,16 @@ def test_bad_arguments_are_one_line_errors(trained, tmp_path, capsys, extra, mes
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_model_without_attention_is_refused(trained):
+    from dataclasses import replace
+
+    from amanet_fast import build_model
+    from amanet_fast.predict import PredictError
+
+    tm = load_trained_model(trained.joint / "latest.pt", kernel_backend="eager")
+    msg3d = build_model("msg3d", "synthetic", channels=(6, 12, 24), num_gcn_scales=2, num_g3d_scales=2).eval()
+    _, x, _ = load_sample(tm, trained.raw_val()[0].name)
+    with pytest.raises(PredictError, match="block 3 has no SFEM, STFEM or FF attention"):
+        attention_maps(replace(tm, model=msg3d), x)
