@@ -71,38 +71,22 @@ class TrainedModel:
 
 def _class_names(state: dict[str, Any], cfg: dict[str, Any], num_classes: int) -> tuple[list[str], str]:
     """Names from the checkpoint when it carries them, else from the prepared data it was trained on."""
-    for key in ("class_names", "classes"):
-        names = state.get(key)
-        if isinstance(names, list) and len(names) == num_classes:
-            return [str(n) if n is not None else str(i) for i, n in enumerate(names)], "checkpoint"
-    manifest = state.get("manifest")
-    sources: list[tuple[dict | None, str]] = [(manifest if isinstance(manifest, dict) else None, "checkpoint manifest")]
+    names = state.get("classes")
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) if n is not None else str(i) for i, n in enumerate(names)], "checkpoint"
     try:
         from .data.io import read_manifest
         from .training.data import data_dir
 
         directory = data_dir(cfg)
-        sources.append((read_manifest(directory), f"{directory}/manifest.json"))
+        classes = (read_manifest(directory) or {}).get("classes")
     except (KeyError, TypeError, OSError, ValueError):
-        pass
-    for man, where in sources:
-        classes = man.get("classes") if isinstance(man, dict) else None
-        if isinstance(classes, list) and len(classes) == num_classes and any(c is not None for c in classes):
-            return [str(c) if c is not None else str(i) for i, c in enumerate(classes)], where
+        classes = None
+    if isinstance(classes, list) and len(classes) == num_classes and any(c is not None for c in classes):
+        return [str(c) if c is not None else str(i) for i, c in enumerate(classes)], f"{directory}/manifest.json"
     log.warning("no class names found (checkpoint has none and the training data's manifest is not at hand): "
                 "printing class indices")
     return [str(i) for i in range(num_classes)], "indices"
-
-
-def _layout_of(state: dict[str, Any], model: nn.Module) -> SkeletonLayout:
-    stored = state.get("layout")
-    if isinstance(stored, dict):
-        from . import graphs
-
-        from_dict = getattr(graphs, "layout_from_dict", None) or getattr(SkeletonLayout, "from_dict", None)
-        if from_dict is not None:
-            return from_dict(stored)
-    return get_layout(model.layout)  # type: ignore[arg-type]
 
 
 def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "cpu",
@@ -150,7 +134,7 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
     names, source = _class_names(state, cfg, num_class)
     clip_len = cfg["data"].get("clip_len")
     return TrainedModel(model=model, config=cfg, class_names=names, class_names_source=source, stream=stream,
-                        layout=_layout_of(state, model), clip_len=int(clip_len) if clip_len else None,
+                        layout=get_layout(model.layout), clip_len=int(clip_len) if clip_len else None,
                         in_channels=model.in_channels, num_person=model.num_person, checkpoint=path,
                         epoch=int(state["epoch"]))
 
