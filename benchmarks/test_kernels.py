@@ -28,15 +28,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernels import frame_group_attention, window_attention
-from kernels.reference import (
-    frame_group_attention_reference,
-    tile_bias,
-    unfold_windows,
-    window_attention_reference,
-)
+from benchmarks.peers import compiled_reference, flex_window, sdpa_frame_group, sdpa_window
+from kernels.reference import frame_group_attention_reference, window_attention_reference
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -86,60 +81,12 @@ else:  # small enough for a shared CPU; fp32 (CPU half matmuls are not represent
 
 
 # ----------------------------------------------------------------------------- peers
-
-
-def sdpa_window(q, k, v, bias, window, scale):
-    """Unfold windows to (B*T, H, window*J, D) and run SDPA with the tiled bias
-    as a float mask (only the memory-efficient/math backends take one)."""
-    B, H, T, J, D = q.shape
-    qw, kw, vw = (unfold_windows(x, window).transpose(1, 2).reshape(B * T, H, window * J, D) for x in (q, k, v))
-    mask = tile_bias(bias.to(q.dtype), window).reshape(-1, H if bias.dim() == 3 else 1, window * J, window * J)
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
-    return out.view(B, T, H, window, J, D).transpose(1, 2)
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def flex_window(q, k, v, bias, window, scale):
-    """FlexAttention on the unfolded windows; score_mod adds bias[h, j_q, j_k]."""
-    B, H, T, J, D = q.shape
-    qw, kw, vw = (unfold_windows(x, window).transpose(1, 2).reshape(B * T, H, window * J, D) for x in (q, k, v))
-    bias3 = bias if bias.dim() == 3 else bias.expand(H, J, J)
-
-    def add_bias(score, b, h, q_idx, kv_idx):
-        return score + bias3[h, q_idx % J, kv_idx % J]
-
-    out = _compiled_flex()(qw, kw, vw, score_mod=add_bias, scale=scale)
-    return out.view(B, T, H, window, J, D).transpose(1, 2)
-
-
-def sdpa_frame_group(q, k, v, group, scale):
-    """Frames as tokens of J*D features, groups as SDPA 'heads': (B*H, G, g, J*D),
-    boolean mask hiding the padding frames of the short last group."""
-    B, H, T, J, D = q.shape
-    G = -(-T // group)
-    pad = G * group - T
-
-    def grouped(x):
-        return F.pad(x.reshape(B * H, T, J * D), (0, 0, 0, pad)).view(B * H, G, group, J * D)
-
-    mask = None
-    if pad:
-        exists = torch.arange(G * group, device=q.device).view(G, group) < T
-        mask = exists[None, :, None, :].expand(1, G, group, group)
-    out = F.scaled_dot_product_attention(grouped(q), grouped(k), grouped(v), attn_mask=mask, scale=scale)
-    return out.reshape(B, H, G * group, J, D)[:, :, :T]
+# Defined once in benchmarks/peers.py (python -m benchmarks.gpu_suite times the same peers).
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_reference(op: str):
-    fn = window_attention_reference if op == "window" else frame_group_attention_reference
-    return torch.compile(fn, dynamic=False)
+    return compiled_reference(op)
 
 
 def _inductor_cpu_window_backward_is_safe() -> bool:
