@@ -28,7 +28,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -358,18 +358,24 @@ def section_ops(run: Run, deadline: sup.Deadline) -> None:
         run.error("ops", "shapes", "build_model('amanet') made no attention call (did the ops move?)")
     sec["cases"] = [c.as_dict() for c in cases]
     compiles = 0
-    # Pass 1: the peers that need no compile, every case; pass 2: flex / compile, as the cap allows.
-    for pass_peers in (("triton", "eager", "sdpa"), COMPILING_PEERS):
-        for case in cases:
-            for mode in ("fwd", "fwd+bwd"):
-                peers = [p for p in (WINDOW_PEERS if case.op == WINDOW else GROUP_PEERS) if p in pass_peers]
-                if case.op == FRAME_GROUP and "flex" in pass_peers:
-                    sec["results"].append(dict(case=case.id, mode=mode, peer="flex", **run.skip(
-                        "ops", f"{case.id} {mode} flex", "not benchmarked: the suite runs FlexAttention on the "
-                        "window op only (a frame token's J*D features would be its head dim)")))
-                if not peers:
-                    continue
-                compiles = _run_case(run, sec, case, mode, peers, deadline, compiles)
+    # Pass 1: the peers that need no compile, every case and mode.
+    for case in cases:
+        for mode in ("fwd", "fwd+bwd"):
+            peers = [p for p in (WINDOW_PEERS if case.op == WINDOW else GROUP_PEERS) if p not in COMPILING_PEERS]
+            compiles = _run_case(run, sec, case, mode, peers, deadline, compiles)
+    # Pass 2: flex / compile, as many builds as the cap allows, where they matter most:
+    # forward+backward before forward, cases by their eager share of a training step.
+    eager_fb = {r["case"]: r["ms"] for r in sec["results"]
+                if r["peer"] == "eager" and r["mode"] == "fwd+bwd" and r["status"] == "ok"}
+    by_weight = sorted(cases, key=lambda c: -c.calls_per_forward * eager_fb.get(c.id, 0.0))
+    for mode in ("fwd+bwd", "fwd"):
+        for case in by_weight:
+            if case.op == FRAME_GROUP:
+                sec["results"].append(dict(case=case.id, mode=mode, peer="flex", **run.skip(
+                    "ops", f"{case.id} {mode} flex", "not benchmarked: the suite runs FlexAttention on the "
+                    "window op only (a frame token's J*D features would be its head dim)")))
+            peers = [p for p in (WINDOW_PEERS if case.op == WINDOW else GROUP_PEERS) if p in COMPILING_PEERS]
+            compiles = _run_case(run, sec, case, mode, peers, deadline, compiles)
     sec["ratios"] = op_ratios(sec["results"])
     sec["per_step"] = per_step_attention(cases, sec["results"])
     sec["status"] = "done"

@@ -79,8 +79,12 @@ def test_smoke_ops_cover_the_model_cases_with_finite_ratios(smoke):
         assert {"eager", "sdpa"} <= set(row["ms"])
         assert all(math.isfinite(v) and v > 0 for v in row["speedup_vs_eager"].values())
         assert row["speedup_vs_eager"]["eager"] == 1.0
-    skipped = {r["peer"]: r["reason"] for r in sec["results"] if r["status"] == "skipped"}
-    assert "CUDA" in skipped["triton"] and "CPU" in skipped["flex"]
+    skipped: dict[str, set[str]] = {}
+    for r in sec["results"]:
+        if r["status"] == "skipped":
+            skipped.setdefault(r["peer"], set()).add(r["reason"])
+    assert all("CUDA" in reason for reason in skipped["triton"])
+    assert any("CPU" in reason for reason in skipped["flex"]) and any("window op only" in r for r in skipped["flex"])
     assert any("compile cap" in r["reason"] for r in sec["results"] if r["status"] == "skipped")
     assert set(sec["per_step"]) == {"ntu60", "kinetics"} and sec["per_step"]["ntu60"]["eager"] > 0
 
