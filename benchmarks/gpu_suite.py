@@ -132,6 +132,11 @@ class Run:
             "errors": [],
         }
         self.kernel_log = ""
+        self.cuda_broken: str | None = None  # set when an error leaves the CUDA context unusable
+
+    def note_error(self, error: BaseException) -> None:
+        if sup.breaks_cuda_context(error) and self.cuda_broken is None:
+            self.cuda_broken = sup.first_line(error, 160)
 
     def log(self, message: str) -> None:
         print(f"[{self.budget.elapsed():7.1f}s] {message}", flush=True)
@@ -163,7 +168,11 @@ def verdict(data: dict[str, Any]) -> dict[str, Any]:
     if tests and tests.get("status") == "failed":
         reasons += [f"kernel tests: {r}" for r in tests["verdict_reasons"]]
     reasons += [f"{e['section']} {e['item']}: {e['reason']}" for e in data["errors"]]
-    return {"status": "fail" if reasons else "pass", "reasons": reasons}
+    if reasons:
+        return {"status": "fail", "reasons": reasons}
+    if not data.get("complete"):  # written after each section: no verdict before the last one
+        return {"status": "incomplete", "reasons": ["the run has not finished (or was killed)"]}
+    return {"status": "pass", "reasons": []}
 
 
 # ----------------------------------------------------------------------------- kernel tests
@@ -395,6 +404,8 @@ def _run_case(run: Run, sec: dict, case: AttentionCase, mode: str, peers: list[s
     for peer in peers:
         name = f"{item} {peer}"
         why = _peer_unavailable(s, peer)
+        if why is None and run.cuda_broken:
+            why = f"CUDA context unusable after an earlier error ({run.cuda_broken})"
         if why is None and peer in COMPILING_PEERS and compiles + len(
                 [p for p in runnable if p in COMPILING_PEERS]) >= s.max_op_compiles:
             why = f"compile cap reached (--max-op-compiles {s.max_op_compiles})"
@@ -414,12 +425,16 @@ def _run_case(run: Run, sec: dict, case: AttentionCase, mode: str, peers: list[s
         if isinstance(error, KeyboardInterrupt):
             raise
         reason = _skip_reason(error)
+        run.note_error(error)
         sup.release_memory()
         for peer in runnable:
             record(peer, run.skip("ops", f"{item} {peer}", f"inputs/eager reference: {reason}"))
         return compiles
     for peer in runnable:
         name = f"{item} {peer}"
+        if run.cuda_broken:
+            record(peer, run.skip("ops", name, f"CUDA context unusable after an earlier error ({run.cuda_broken})"))
+            continue
         need = op_memory_estimate(case, peer, mode, s.op_dtype)
         free = sup.free_memory_bytes(s.device)
         if free is not None and need > 0.9 * free:
@@ -440,6 +455,7 @@ def _run_case(run: Run, sec: dict, case: AttentionCase, mode: str, peers: list[s
             if isinstance(error, KeyboardInterrupt):
                 raise
             reason = _skip_reason(error)
+            run.note_error(error)
             sup.release_memory()
             if peer in OWN_PEERS and sup.budget_exceeded_in(error) is None and not sup.is_out_of_memory(error):
                 record(peer, run.error("ops", name, reason))  # the project's own op crashed at a model shape
@@ -623,6 +639,9 @@ def section_train(run: Run, deadline: sup.Deadline) -> None:
                            "timer": "CUDA events around the timed steps" if s.device.type == "cuda" else
                            "time.perf_counter around the timed steps", "results": []}
     run.data["sections"]["train"] = sec
+    if s.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training runs on CUDA (amanet_fast/training/loop.py)
+        sec["cudnn_benchmark"] = True
     compiles = 0
     for cfg in train_matrix(s):
         name = cfg.id
@@ -632,6 +651,9 @@ def section_train(run: Run, deadline: sup.Deadline) -> None:
                                        mode="compile" if cfg.compiled else "eager", precision=cfg.precision,
                                        kernels=cfg.backend or "-", **entry))
 
+        if run.cuda_broken:
+            record(run.skip("train", name, f"CUDA context unusable after an earlier error ({run.cuda_broken})"))
+            continue
         if cfg.backend == "triton" and s.device.type != "cuda":
             record(run.skip("train", name, "Triton kernels need CUDA (the CPU interpreter takes minutes per "
                                            "model step)"))
@@ -657,6 +679,7 @@ def section_train(run: Run, deadline: sup.Deadline) -> None:
             if isinstance(error, KeyboardInterrupt):
                 raise
             reason = _skip_reason(error)
+            run.note_error(error)
             oom_or_budget = sup.is_out_of_memory(error) or sup.budget_exceeded_in(error) is not None
             sup.release_memory()
             if oom_or_budget:

@@ -26,12 +26,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_markdown(data: dict[str, Any]) -> str:
     env = data.get("environment", {})
     verdict = data.get("verdict", {"status": "?", "reasons": []})
-    lines = [f"# GPU suite: {env.get('device', '?')} — {verdict['status'].upper()}"
-             + ("" if data.get("complete") else " (INCOMPLETE: the run did not finish)"), ""]
+    lines = [f"# GPU suite: {env.get('device', '?')} — {verdict['status'].upper()}", ""]
     lines += [f"- mode: {data['mode']}; started {data['started_utc']}; wall {data.get('wall_s', '—')} s of a "
               f"{data['budget_s']} s budget", f"- command: `{data['command']}`"]
     for reason in verdict["reasons"]:
-        lines.append(f"- FAIL: {reason}")
+        lines.append(f"- {verdict['status'].upper()}: {reason}")
     lines += ["", "## Environment", ""]
     flat = {k: v for k, v in env.items() if k != "git"}
     git = env.get("git", {})

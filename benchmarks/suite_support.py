@@ -112,6 +112,16 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+_STICKY_CUDA_ERRORS = ("illegal memory access", "device-side assert", "unspecified launch failure",
+                       "misaligned address", "illegal instruction")
+
+
+def breaks_cuda_context(error: BaseException) -> bool:
+    """Errors after which every later CUDA call in this process fails too."""
+    text = str(error)
+    return any(marker in text for marker in _STICKY_CUDA_ERRORS)
+
+
 def release_memory() -> None:
     """Give cached GPU blocks back (after an OOM or a large case). On the CPU
     reference counting already freed the tensors; a full gc pass would only cost time."""

@@ -169,9 +169,13 @@ def test_suite_verdict_fails_on_kernel_tests_or_errors():
     data = {"sections": {"kernel_tests": {"status": "failed", "verdict_reasons": ["2 skipped on CUDA"]}},
             "errors": []}
     assert gs.verdict(data) == {"status": "fail", "reasons": ["kernel tests: 2 skipped on CUDA"]}
-    data = {"sections": {"kernel_tests": {"status": "passed"}},
+    data = {"sections": {"kernel_tests": {"status": "passed"}}, "complete": True,
             "errors": [{"section": "ops", "item": "x triton", "reason": "disagrees"}]}
     assert gs.verdict(data)["status"] == "fail"
+    data["errors"] = []
+    assert gs.verdict(data)["status"] == "pass"
+    data["complete"] = False  # a folder left by a killed run never reads as a pass
+    assert gs.verdict(data)["status"] == "incomplete"
 
 
 # ----------------------------------------------------------------------------- budgets, OOM, folder
@@ -236,6 +240,23 @@ def test_ops_degrade_oom_and_budget_to_skips_but_own_crashes_to_errors(tmp_path,
     assert by_peer["eager"]["status"] == "skipped" and "out of memory" in by_peer["eager"]["reason"]
     assert by_peer["sdpa"]["status"] == "skipped" and "time budget" in by_peer["sdpa"]["reason"]
     assert [e["item"] for e in run.data["errors"]] == [f"{case.id} fwd triton"]
+
+
+def test_an_illegal_memory_access_stops_later_gpu_work(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path, train_backends=("eager",), train_precisions=("fp32",))
+    monkeypatch.setattr(gs, "_peer_unavailable", lambda s, peer: None)
+
+    def fake_measure(run_, case, peer, mode, x, ref):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gs, "measure_peer", fake_measure)
+    case = unique_cases(attention_calls("amanet", "ntu60", clips=1, frames=4, channels=(12, 24, 48)), "ntu60")[0]
+    sec = {"results": []}
+    gs._run_case(run, sec, case, "fwd", ["triton", "eager"], sup.Deadline(time.monotonic() + 60), 0)
+    assert [r["status"] for r in sec["results"]] == ["error", "skipped"]
+    assert "CUDA context unusable" in sec["results"][1]["reason"]
+    gs.section_train(run, sup.Deadline(time.monotonic() + 60))  # nothing more runs on a broken context
+    assert all("CUDA context unusable" in r["reason"] for r in run.data["sections"]["train"]["results"])
 
 
 def test_ops_skip_what_the_memory_estimate_says_cannot_fit(tmp_path, monkeypatch):
