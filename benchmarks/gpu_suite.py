@@ -116,7 +116,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
 class Run:
     """Collects results, prints progress, and writes the folder after every section."""
 
-    def __init__(self, settings: Settings, folder: sup.ResultsFolder, budget: sup.Budget) -> None:
+    def __init__(self, settings: Settings, folder: sup.ResultsFolder, budget: sup.Budget,
+                 argv: Sequence[str] = ()) -> None:
         self.s, self.folder, self.budget = settings, folder, budget
         self.started = sup.utc_stamp()
         self.data: dict[str, Any] = {
@@ -126,7 +127,7 @@ class Run:
             "complete": False,
             "started_utc": self.started,
             "budget_s": round(budget.end - budget.start, 1),
-            "command": "python -m benchmarks.gpu_suite " + " ".join(sys.argv[1:]),
+            "command": shlex.join(["python", "-m", "benchmarks.gpu_suite", *argv]),
             "sections": {},
             "skipped": [],
             "errors": [],
@@ -773,6 +774,7 @@ def _non_negative(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         print("error: no CUDA device: the suite needs one GPU (use --smoke for the CPU check of its code paths)",
@@ -795,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         torch.set_num_threads(1)  # CI boxes are small and shared: one intra-op thread is steadier
     budget = sup.Budget(args.budget_s or (150.0 if args.smoke else 450.0))
-    run = Run(settings, sup.ResultsFolder(out), budget)
+    run = Run(settings, sup.ResultsFolder(out), budget, argv)
     run.data["environment"] = sup.environment(settings.device)
     if args.memory_limit_gib is not None:
         fraction = sup.limit_memory(settings.device, args.memory_limit_gib)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -273,7 +274,7 @@ def run_kernel_tests(args: Sequence[str], *, timeout_s: float, on_cuda: bool, wo
     """Run pytest in a subprocess (its own process group, killed at the deadline).
     Returns the outcome, the tail of its output and the command line."""
     junit = workdir / "kernel_tests.junit.xml"
-    cmd = [os.environ.get("AMANET_SUITE_PYTHON", "") or _python(), "-m", "pytest", *args, "-q", "-rA",
+    cmd = [sys.executable, "-m", "pytest", *args, "-q", "-rA",
            "-p", "no:cacheprovider", f"--junitxml={junit}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if on_cuda:
@@ -293,12 +294,6 @@ def run_kernel_tests(args: Sequence[str], *, timeout_s: float, on_cuda: bool, wo
     if len(output) > log_limit:
         output = f"[... {len(output) - log_limit} characters cut ...]\n" + output[-log_limit:]
     return outcome, output, cmd
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 # ----------------------------------------------------------------------------- environment

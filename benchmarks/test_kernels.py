@@ -1,7 +1,7 @@
 """Kernel benchmarks: both attention ops, forward and forward+backward, Triton
 against its peers on the same inputs (the model's permuted layout).
 
-    pytest benchmarks/test_kernels.py --benchmark-only            # GPU: SPEC §2.3 shapes
+    pytest benchmarks/test_kernels.py --benchmark-only            # GPU: the model's per-block shapes
     pytest benchmarks/test_kernels.py --benchmark-only -k frame   # one op
 
 Peers (one benchmark group per case, so ratios read off the group table and the
@@ -16,7 +16,8 @@ Peers (one benchmark group per case, so ratios read off the group table and the
   compile  torch.compile of the eager reference
 
 On CPU the shapes are small (the CPU peers only, minutes in total); on CUDA they
-are SPEC §2.3's. Compile/autotune time is kept out of the timings by warm-up
+are the model's own per-block problems (read off build_model by
+benchmarks/model_shapes.py). Compile/autotune time is kept out of the timings by warm-up
 calls before timing. Peak memory: torch.cuda.max_memory_allocated around one
 extra call (CUDA); on CPU it is not measured (None, see extra_info["note"]).
 """
@@ -70,10 +71,11 @@ class Case:
         return (3 * elems + out_elems) * torch.finfo(self.dtype).bits // 8
 
 
-if CUDA:  # SPEC §2.3: STFEM/SFEM at C=96 (H=4, D=24) and TFEM frame features at C=96 (H=1)
-    CASES = [Case("window", 64, 4, 300, 25, 24, tau, torch.bfloat16) for tau in (5, 3, 1)] + [
-        Case("frame_group", 64, 1, T, 25, 96, 5, torch.bfloat16) for T in (300, 150, 75)
-    ]
+if CUDA:  # the problems AMANet really runs: NTU-60, 16 clips x 2 persons, T=300 (benchmarks/model_shapes.py)
+    from benchmarks.model_shapes import WINDOW, attention_calls, unique_cases
+
+    CASES = [Case("window" if c.op == WINDOW else "frame_group", *c.shape, c.size, torch.bfloat16)
+             for c in unique_cases(attention_calls("amanet", "ntu60", clips=16, frames=300), "ntu60")]
 else:  # small enough for a shared CPU; fp32 (CPU half matmuls are not representative)
     CASES = [Case("window", 2, 4, 32, 25, 24, tau, torch.float32) for tau in (5, 3, 1)] + [
         Case("frame_group", 2, 1, 60, 25, 96, 5, torch.float32)
