@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import tempfile
 from pathlib import Path
@@ -60,27 +59,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def environment_info() -> dict[str, Any]:
-    """What a reader needs to compare two results files."""
-    info: dict[str, Any] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda,
-        "device": "cpu",
-    }
-    try:
-        import triton
+    """What a reader needs to compare two results files (the same record as
+    python -m benchmarks.gpu_suite: device, versions, driver, git commit)."""
+    from benchmarks.suite_support import environment
 
-        info["triton"] = triton.__version__
-    except ImportError:  # Triton is optional off Linux
-        info["triton"] = None
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info["device"] = props.name
-        info["capability"] = f"sm_{props.major}{props.minor}"
-        info["gpu_memory_GiB"] = round(props.total_memory / 2**30, 1)
-    return info
+    return environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
