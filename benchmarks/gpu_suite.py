@@ -28,7 +28,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -49,6 +49,9 @@ OWN_PEERS = ("triton", "eager")  # the project's code: a crash is an error; a th
 AGREEMENT = {torch.float32: 2e-3, torch.float16: 2e-2, torch.bfloat16: 3e-2}
 # Kernel tests on CUDA: at least one passed test must match each of these.
 REQUIRED_KERNEL_TESTS = (r"bf16|bfloat16",)
+# Ahead-of-time builds for sm_80/86/90 need no GPU (CI runs them) and take minutes of CPU:
+# on a briefly lent GPU they would eat the kernel tests' share of the budget.
+NOT_ON_GPU = {"tests/kernels/test_aot.py": "ahead-of-time builds need no GPU; CI runs them (--all-kernel-tests runs them here)"}
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Settings:
     train_compile_limit_s: float
     compile_start_min_s: float         # do not start a model compile with less left in the section
     sections: tuple[str, ...] = SECTIONS
+    kernel_tests_not_run: dict[str, str] = field(default_factory=dict)  # path -> why it is left out here
 
     def model_overrides(self) -> dict[str, Any]:
         return {} if self.channels is None else {"channels": self.channels}
@@ -100,9 +104,11 @@ def make_settings(args: argparse.Namespace) -> Settings:
             op_item_limit_s=30.0, op_compile_limit_s=60.0, train_item_limit_s=30.0,
             train_compile_limit_s=120.0, compile_start_min_s=0.0, sections=tuple(args.sections),
         )
+    not_run = {} if args.all_kernel_tests else dict(NOT_ON_GPU)
     return Settings(
         smoke=False, device=device, datasets=tuple(args.datasets), clips=16, persons=2, frames=300,
-        channels=None, op_dtype=torch.bfloat16, kernel_test_args=("tests/kernels",),
+        channels=None, op_dtype=torch.bfloat16, kernel_tests_not_run=not_run,
+        kernel_test_args=("tests/kernels", *(f"--ignore={path}" for path in not_run)),
         compile_backend="inductor",
         max_op_compiles=args.max_op_compiles if args.max_op_compiles is not None else 6,
         max_train_compiles=args.max_train_compiles if args.max_train_compiles is not None else 3,
@@ -202,6 +208,7 @@ def section_kernel_tests(run: Run, deadline: sup.Deadline) -> None:
         "failed": outcome.failed + outcome.errors,
         "skipped": [{"test": name, "reason": reason} for name, reason in outcome.skipped],
         "verdict_reasons": reasons,
+        "not_run_here": s.kernel_tests_not_run,
     }
     run.log(f"kernel tests {'passed' if ok else 'FAILED'}: {outcome.counts()}" + ("" if ok else f" {reasons}"))
 
@@ -740,6 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on torch.compile / FlexAttention builds in the ops section (default 6; smoke 1)")
     p.add_argument("--max-train-compiles", type=_non_negative, default=None,
                    help="cap on compiled training-step configs (default 3; smoke 0)")
+    p.add_argument("--all-kernel-tests", action="store_true",
+                   help="also run the kernel tests that need no GPU (the ahead-of-time builds, minutes of CPU)")
     p.add_argument("--memory-limit-gib", type=float, default=None,
                    help="let the CUDA allocator use at most this much (emulates a smaller card, e.g. 24)")
     return p

@@ -52,6 +52,7 @@ def _kernel_tests(sec: dict[str, Any] | None) -> list[str]:
     lines += [f"**{sec['status'].upper()}** — {counts}; {sec['wall_s']} s (budget {sec['budget_s']} s)"
               + ("; TIMED OUT" if sec["timed_out"] else ""), "", f"- rule: {sec['rule']}",
               f"- command: `{sec['command']}`"]
+    lines += [f"- not run here: {path} — {why}" for path, why in sec.get("not_run_here", {}).items()]
     lines += [f"- failed: {name}" for name in sec["failed"][:30]]
     lines += [f"- skipped: {s['test']} — {s['reason']}" for s in sec["skipped"][:30]]
     lines += [f"- verdict: {r}" for r in sec["verdict_reasons"]]

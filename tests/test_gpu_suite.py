@@ -149,6 +149,14 @@ def test_kernel_test_verdict_on_cuda(kw, expected):
         assert not ok and any(expected in r for r in reasons), reasons
 
 
+def test_gpu_run_leaves_only_the_no_gpu_aot_builds_out_and_says_why():
+    settings = gs.make_settings(gs.build_parser().parse_args([]))
+    assert settings.kernel_test_args == ("tests/kernels", "--ignore=tests/kernels/test_aot.py")
+    assert "no GPU" in settings.kernel_tests_not_run["tests/kernels/test_aot.py"]
+    settings = gs.make_settings(gs.build_parser().parse_args(["--all-kernel-tests"]))
+    assert settings.kernel_test_args == ("tests/kernels",) and settings.kernel_tests_not_run == {}
+
+
 def test_parse_junit_sorts_every_outcome(tmp_path):
     xml = tmp_path / "j.xml"
     xml.write_text("""<?xml version="1.0"?><testsuites><testsuite>
