@@ -594,7 +594,7 @@ def measure_train(s: Settings, cfg: TrainConfig) -> dict[str, Any]:
         F.cross_entropy(logits.float(), y).backward()
         opt.step()
 
-    breaks_before = _graph_breaks()
+    breaks_before, graphs_before = _dynamo_counts()
     t0 = time.perf_counter()
     step()
     sup.synchronize(device)
@@ -625,16 +625,16 @@ def measure_train(s: Settings, cfg: TrainConfig) -> dict[str, Any]:
              "first_step_s": round(first_step_s, 2), "peak_GiB": None if peak_gib is None else round(peak_gib, 3),
              "params": params}
     if cfg.compiled:
-        entry["graph_breaks"] = _graph_breaks() - breaks_before
+        breaks, graphs = _dynamo_counts()
+        entry.update(graph_breaks=breaks - breaks_before, graphs=graphs - graphs_before)
     return entry
 
 
-def _graph_breaks() -> int:
-    try:
-        from torch._dynamo.utils import counters
-    except ImportError:
-        return 0
-    return sum(counters["graph_break"].values())
+def _dynamo_counts() -> tuple[int, int]:
+    """(graph breaks, graphs compiled) so far in this process, from dynamo's counters."""
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
 
 
 def section_train(run: Run, deadline: sup.Deadline) -> None:
