@@ -131,6 +131,9 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+_memory_fraction: float | None = None  # set by limit_memory: the allocator's cap as a share of the card
+
+
 def free_memory_bytes(device: torch.device) -> int | None:
     """What the allocator can still get: free device memory plus its own cached
     blocks, capped by a per-process fraction if one was set; None on CPU."""
@@ -138,7 +141,7 @@ def free_memory_bytes(device: torch.device) -> int | None:
         return None
     free, total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    fraction = getattr(torch.cuda, "_amanet_memory_fraction", None)
+    fraction = _memory_fraction
     if fraction is not None:
         free = min(free, int(fraction * total) - torch.cuda.memory_allocated(device))
     return max(0, free)
@@ -146,10 +149,11 @@ def free_memory_bytes(device: torch.device) -> int | None:
 
 def limit_memory(device: torch.device, limit_gib: float) -> float:
     """Make the caching allocator fail past `limit_gib` (emulates a smaller card). Returns the fraction."""
+    global _memory_fraction
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = min(1.0, limit_gib * 2**30 / total)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
-    torch.cuda._amanet_memory_fraction = fraction  # type: ignore[attr-defined]
+    _memory_fraction = fraction
     return fraction
 
 
