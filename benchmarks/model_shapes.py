@@ -3,8 +3,8 @@ for the model's per-block kernel shapes; benchmarks and tests derive theirs
 from here instead of keeping tables that drift from the model).
 
 The model is built on the meta device and run once with the two public ops
-replaced by shape recorders, so a paper-size forward (batch 32, T=300) costs
-no memory and about a second: every call's (B, H, T, J, D), window or group,
+wrapped by recorders, so a paper-size forward (batch 32, T=300) costs no
+memory and about a second: every call's (B, H, T, J, D), window or group,
 bias shape, the strides the model passes and the calling module are recorded.
 
     calls = attention_calls("amanet", "ntu60", clips=16, frames=300)
@@ -74,26 +74,26 @@ class AttentionCase:
 
 @contextmanager
 def _recording(calls: list[dict[str, Any]], current: list[str]) -> Iterator[None]:
-    """Swap the public ops (looked up on the `kernels` module at call time by the
-    model) for recorders returning empty tensors of the op's output shape."""
+    """Wrap the public ops (looked up on the `kernels` module at call time by the
+    model) so each call is recorded, then runs on the meta device as usual: the
+    output keeps whatever layout the op really returns."""
+    real_window, real_group = kernels.window_attention, kernels.frame_group_attention
 
-    def window_recorder(q, k, v, bias, window, *, scale=None, backend="auto"):
+    def window_recorder(q, k, v, bias, window, **kwargs):
         calls.append(dict(op=WINDOW, module=current[-1], shape=tuple(q.shape), stride=tuple(q.stride()),
                           size=int(window), bias_shape=tuple(bias.shape), bias_requires_grad=bias.requires_grad))
-        B, H, T, J, D = q.shape
-        return q.new_empty((B, H, T, window, J, D))
+        return real_window(q, k, v, bias, window, **kwargs)
 
-    def group_recorder(q, k, v, group, *, scale=None, backend="auto"):
+    def group_recorder(q, k, v, group, **kwargs):
         calls.append(dict(op=FRAME_GROUP, module=current[-1], shape=tuple(q.shape), stride=tuple(q.stride()),
                           size=int(group), bias_shape=None, bias_requires_grad=False))
-        return q.new_empty(q.shape)
+        return real_group(q, k, v, group, **kwargs)
 
-    saved = kernels.window_attention, kernels.frame_group_attention
     kernels.window_attention, kernels.frame_group_attention = window_recorder, group_recorder
     try:
         yield
     finally:
-        kernels.window_attention, kernels.frame_group_attention = saved
+        kernels.window_attention, kernels.frame_group_attention = real_window, real_group
 
 
 def attention_calls(arch: str, dataset: str, *, clips: int, frames: int, persons: int | None = None,
