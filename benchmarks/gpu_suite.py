@@ -52,6 +52,9 @@ REQUIRED_KERNEL_TESTS = (r"bf16|bfloat16",)
 # Ahead-of-time builds for sm_80/86/90 need no GPU (CI runs them) and take minutes of CPU:
 # on a briefly lent GPU they would eat the kernel tests' share of the budget.
 NOT_ON_GPU = {"tests/kernels/test_aot.py": "ahead-of-time builds need no GPU; CI runs them (--all-kernel-tests runs them here)"}
+# Tests of CPU-only behaviour carry this marker: deselected on the GPU (and counted), so
+# that every skip left there is a GPU check that did not happen.
+CPU_ONLY_MARK = "cpu_only"
 
 
 @dataclass
@@ -108,7 +111,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         smoke=False, device=device, datasets=tuple(args.datasets), clips=16, persons=2, frames=300,
         channels=None, op_dtype=torch.bfloat16, kernel_tests_not_run=not_run,
-        kernel_test_args=("tests/kernels", *(f"--ignore={path}" for path in not_run)),
+        kernel_test_args=("tests/kernels", "-m", f"not {CPU_ONLY_MARK}",
+                          *(f"--ignore={path}" for path in not_run)),
         compile_backend="inductor",
         max_op_compiles=args.max_op_compiles if args.max_op_compiles is not None else 6,
         max_train_compiles=args.max_train_compiles if args.max_train_compiles is not None else 3,
@@ -209,6 +213,7 @@ def section_kernel_tests(run: Run, deadline: sup.Deadline) -> None:
         "skipped": [{"test": name, "reason": reason} for name, reason in outcome.skipped],
         "verdict_reasons": reasons,
         "not_run_here": s.kernel_tests_not_run,
+        "deselected": outcome.deselected,
     }
     run.log(f"kernel tests {'passed' if ok else 'FAILED'}: {outcome.counts()}" + ("" if ok else f" {reasons}"))
 

@@ -53,6 +53,8 @@ def _kernel_tests(sec: dict[str, Any] | None) -> list[str]:
               + ("; TIMED OUT" if sec["timed_out"] else ""), "", f"- rule: {sec['rule']}",
               f"- command: `{sec['command']}`"]
     lines += [f"- not run here: {path} — {why}" for path, why in sec.get("not_run_here", {}).items()]
+    if sec.get("deselected"):
+        lines.append(f"- deselected: {sec['deselected']} (see the command's -m / -k)")
     lines += [f"- failed: {name}" for name in sec["failed"][:30]]
     lines += [f"- skipped: {s['test']} — {s['reason']}" for s in sec["skipped"][:30]]
     lines += [f"- verdict: {r}" for r in sec["verdict_reasons"]]

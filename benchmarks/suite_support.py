@@ -209,6 +209,7 @@ class KernelTestOutcome:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (test, reason)
     xfailed: list[str] = field(default_factory=list)
     junit_found: bool = True
+    deselected: int = 0  # by -m / -k (pytest's summary line; JUnit does not list them)
 
     def counts(self) -> dict[str, int]:
         return {"passed": len(self.passed), "failed": len(self.failed), "errors": len(self.errors),
@@ -295,6 +296,8 @@ def run_kernel_tests(args: Sequence[str], *, timeout_s: float, on_cuda: bool, wo
     outcome = parse_junit(junit, proc.returncode, timed_out)
     junit.unlink(missing_ok=True)
     output = output or ""
+    deselected = re.findall(r"(\d+) deselected", output)
+    outcome.deselected = int(deselected[-1]) if deselected else 0
     if len(output) > log_limit:
         output = f"[... {len(output) - log_limit} characters cut ...]\n" + output[-log_limit:]
     return outcome, output, cmd

@@ -59,6 +59,7 @@ def test_smoke_kernel_tests_ran_and_recorded_their_skips(smoke):
     assert sec["counts"]["skipped"] >= 1
     assert all(s["reason"] for s in sec["skipped"]) and any("bf16" in s["test"] for s in sec["skipped"])
     assert "pytest" in sec["command"] and "passed" in (out / "kernel_tests.log").read_text()
+    assert sec["deselected"] > 0  # the -k selection; read off pytest's summary line
 
 
 def test_smoke_ops_cover_the_model_cases_with_finite_ratios(smoke):
@@ -149,12 +150,15 @@ def test_kernel_test_verdict_on_cuda(kw, expected):
         assert not ok and any(expected in r for r in reasons), reasons
 
 
-def test_gpu_run_leaves_only_the_no_gpu_aot_builds_out_and_says_why():
+def test_gpu_run_leaves_out_only_the_aot_builds_and_cpu_only_tests_and_says_why():
     settings = gs.make_settings(gs.build_parser().parse_args([]))
-    assert settings.kernel_test_args == ("tests/kernels", "--ignore=tests/kernels/test_aot.py")
+    assert settings.kernel_test_args == ("tests/kernels", "-m", "not cpu_only", "--ignore=tests/kernels/test_aot.py")
     assert "no GPU" in settings.kernel_tests_not_run["tests/kernels/test_aot.py"]
     settings = gs.make_settings(gs.build_parser().parse_args(["--all-kernel-tests"]))
-    assert settings.kernel_test_args == ("tests/kernels",) and settings.kernel_tests_not_run == {}
+    assert settings.kernel_test_args == ("tests/kernels", "-m", "not cpu_only")
+    assert settings.kernel_tests_not_run == {}
+    # the marker is registered (an unknown marker would only warn, and a typo would deselect nothing)
+    assert "cpu_only:" in (REPO_ROOT / "pyproject.toml").read_text()
 
 
 def test_parse_junit_sorts_every_outcome(tmp_path):
