@@ -99,7 +99,8 @@ def _train(sec: dict[str, Any] | None) -> list[str]:
     lines = ["## Training step (forward + backward + SGD)", ""]
     if not sec or "ratios" not in sec:
         return lines + [f"status: {sec.get('status') if sec else 'not run'}"]
-    lines += [f"{sec['clips_per_step']} clips x {sec['persons']} persons, T={sec['frames']}, channels "
+    lines += [f"{sec['clips_per_step']} clips x {sec['persons']} persons per step (a sample = a clip), "
+              f"T={sec['frames']}, channels "
               f"{sec['channels']}; {sec['optimizer']}; timer: {sec['timer']}. `x baseline` = the same arch's "
               "eager-mode fp32 eager-kernel step time / this one; `vs MS-G3D` = AMANet time / MS-G3D time "
               "(same mode and precision).", ""]
