@@ -52,6 +52,10 @@ REQUIRED_KERNEL_TESTS = (r"bf16|bfloat16",)
 # Ahead-of-time builds for sm_80/86/90 need no GPU (CI runs them) and take minutes of CPU:
 # on a briefly lent GPU they would eat the kernel tests' share of the budget.
 NOT_ON_GPU = {"tests/kernels/test_aot.py": "ahead-of-time builds need no GPU; CI runs them (--all-kernel-tests runs them here)"}
+# The model-level check that the Triton and eager backends agree (logits and every gradient,
+# one at the real block width): on the GPU it is the compiled kernels inside the real model.
+MODEL_BACKEND_TESTS = ("tests/model/test_backends.py::test_eager_and_triton_backends_match_logits_and_grads",
+                       "tests/model/test_backends.py::test_backends_match_at_the_real_block_width")
 # Tests of CPU-only behaviour carry this marker: deselected on the GPU (and counted), so
 # that every skip left there is a GPU check that did not happen.
 CPU_ONLY_MARK = "cpu_only"
@@ -111,7 +115,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         smoke=False, device=device, datasets=tuple(args.datasets), clips=16, persons=2, frames=300,
         channels=None, op_dtype=torch.bfloat16, kernel_tests_not_run=not_run,
-        kernel_test_args=("tests/kernels", "-m", f"not {CPU_ONLY_MARK}",
+        kernel_test_args=("tests/kernels", *MODEL_BACKEND_TESTS, "-m", f"not {CPU_ONLY_MARK}",
                           *(f"--ignore={path}" for path in not_run)),
         compile_backend="inductor",
         max_op_compiles=args.max_op_compiles if args.max_op_compiles is not None else 6,

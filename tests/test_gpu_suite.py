@@ -152,11 +152,16 @@ def test_kernel_test_verdict_on_cuda(kw, expected):
 
 def test_gpu_run_leaves_out_only_the_aot_builds_and_cpu_only_tests_and_says_why():
     settings = gs.make_settings(gs.build_parser().parse_args([]))
-    assert settings.kernel_test_args == ("tests/kernels", "-m", "not cpu_only", "--ignore=tests/kernels/test_aot.py")
+    assert settings.kernel_test_args == ("tests/kernels", *gs.MODEL_BACKEND_TESTS, "-m", "not cpu_only",
+                                         "--ignore=tests/kernels/test_aot.py")
     assert "no GPU" in settings.kernel_tests_not_run["tests/kernels/test_aot.py"]
     settings = gs.make_settings(gs.build_parser().parse_args(["--all-kernel-tests"]))
-    assert settings.kernel_test_args == ("tests/kernels", "-m", "not cpu_only")
+    assert settings.kernel_test_args == ("tests/kernels", *gs.MODEL_BACKEND_TESTS, "-m", "not cpu_only")
     assert settings.kernel_tests_not_run == {}
+    # the model-level tests named there exist (a renamed test would fail the GPU run with "not found")
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *gs.MODEL_BACKEND_TESTS],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0 and "2 tests collected" in collected.stdout, collected.stdout[-2000:]
     # the marker is registered (an unknown marker would only warn, and a typo would deselect nothing)
     assert "cpu_only:" in (REPO_ROOT / "pyproject.toml").read_text()
 
