@@ -285,6 +285,7 @@ class _StoreSpy:
         return hist[index - lo]
 
 
+@pytest.mark.cpu_only  # python -m benchmarks.gpu_suite deselects it on the GPU (a skip there would fail it)
 @pytest.mark.skipif(CUDA, reason="counts stores through the Triton CPU interpreter")
 def test_triton_backward_writes_each_gradient_once(monkeypatch):
     # One launch; dq, dk, dv are the tensors that launch writes, in q's dtype (no fp32
