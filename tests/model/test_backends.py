@@ -18,22 +18,41 @@ def _triton_available() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _device() -> torch.device:
+    # On a GPU the Triton backend needs CUDA tensors; TF32 is switched off there (below) so
+    # both backends compute convolutions and matmuls in full fp32 and the tolerances hold.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture
+def full_fp32_on_cuda():
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _paired(backend_a: str, backend_b: str, **kw):
     torch.manual_seed(0)
     a = build_model("amanet", "ntu60", kernel_backend=backend_a, **{**TINY, **kw})
     b = build_model("amanet", "ntu60", kernel_backend=backend_b, **{**TINY, **kw})
     b.load_state_dict(a.state_dict())
-    return a, b
+    return a.to(_device()), b.to(_device())
 
 
 @pytest.mark.skipif(not _triton_available(), reason="Triton backend needs CUDA or TRITON_INTERPRET=1")
-def test_eager_and_triton_backends_match_logits_and_grads():
+def test_eager_and_triton_backends_match_logits_and_grads(full_fp32_on_cuda):
     # Eval-mode BN: with batch statistics of 2 samples the gradients are ill-conditioned and
     # both fp32 backends sit ~3e-4 (relative) from an fp64 run, which would hide real bugs.
     eager, triton_model = _paired("eager", "triton")
     eager.eval()
     triton_model.eval()
-    x = torch.randn(2, 3, 4, 25, 1)
+    x = torch.randn(2, 3, 4, 25, 1).to(_device())
     out_e, out_t = eager(x), triton_model(x)
     torch.testing.assert_close(out_t, out_e, rtol=1e-5, atol=1e-6)
     out_e.square().sum().backward()
@@ -46,14 +65,14 @@ def test_eager_and_triton_backends_match_logits_and_grads():
 
 
 @pytest.mark.skipif(not _triton_available(), reason="Triton backend needs CUDA or TRITON_INTERPRET=1")
-def test_backends_match_at_the_real_block_width():
+def test_backends_match_at_the_real_block_width(full_fp32_on_cuda):
     """Block 1 of the NTU-60 AMANet at its real width (96 channels: SFEM 4 heads x 24,
     STFEM 1 x 24 at windows 3 and 5, FF over 25 x 96 features), T = 6 (a full FF group and a
     short one): the Triton kernels must give the eager model's logits and gradients."""
     eager, triton_model = _paired("eager", "triton", channels=(96,), strides=(1,))
     eager.eval()
     triton_model.eval()
-    x = torch.randn(1, 3, 6, 25, 1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, 6, 25, 1, generator=torch.Generator().manual_seed(1)).to(_device())
     out_e, out_t = eager(x), triton_model(x)
     torch.testing.assert_close(out_t, out_e, rtol=1e-4, atol=1e-5)
     out_e.square().sum().backward()
