@@ -64,11 +64,28 @@ class MultiScaleGraphConv(nn.Module):
         self.mlp = conv_bn(in_channels * num_scales, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, t, v = x.shape
-        a = (self.A_scales.to(x.dtype) + self.A_res.to(x.dtype)).view(self.num_scales, v, v)
-        # Scale-major channel order (k*C + c), as MS-G3D concatenates.
-        support = torch.einsum("kvu,nctu->nkctv", a, x).reshape(n, self.num_scales * c, t, v)
-        return self.mlp(support)
+        conv, bn, relu = self.mlp
+        if conv.out_channels > conv.in_channels // self.num_scales:
+            # Widening (first block, 3 or 12 input channels): aggregating the few input channels
+            # first is far cheaper than aggregating the wide conv output.
+            return self.mlp(_aggregate_first(x, self._adjacency(x.dtype), 1))
+        # conv-then-aggregate (same result: both are linear, the bias is added after aggregation).
+        # Joints go before frames (one input-sized transpose) and the conv's output channels are
+        # ordered (c_out, k), so each output channel's K scales x V joints are one contiguous
+        # K*V-channel column per frame: the aggregation is a plain 1-tap conv (a matmul), and the
+        # K-times larger scale-major support of MS-G3D's order is never permuted or copied.
+        n, _, t, v = x.shape
+        k, c_out = self.num_scales, conv.out_channels
+        y = F.conv2d(x.transpose(2, 3).contiguous(), _scale_minor_weight(conv.weight, k))  # (N, C_out*K, V, T)
+        a = self._adjacency(y.dtype)  # (K, V_out, V_in)
+        z = F.conv1d(y.view(n * c_out, k * v, t), a.transpose(0, 1).reshape(v, k * v, 1))  # (N*C_out, V, T)
+        z = z.view(n, c_out, v, t) + conv.bias.to(z.dtype).view(1, -1, 1, 1)
+        # BN statistics do not depend on the order of (V, T); transpose back once, at the output size.
+        return relu(bn(z)).transpose(2, 3).contiguous()
+
+    def _adjacency(self, dtype: torch.dtype) -> torch.Tensor:
+        a = self.A_scales.to(dtype) + self.A_res.to(dtype)
+        return a.view(self.num_scales, a.shape[-1], a.shape[-1])
 
 
 class MultiScaleTemporalConv(nn.Module):
@@ -128,17 +145,49 @@ class G3DPathway(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, _, v = x.shape
         tau, pad = self.window, (self.window - 1) // 2
-        # Windows centered on frames 0, s, 2s, ...; tokens window-major (frame s, joint v -> s*V + v).
-        windows = F.pad(x, (0, 0, pad, pad)).unfold(2, tau, self.stride)  # (N, C, T', V, τ)
-        t_out = windows.shape[2]
-        windows = windows.transpose(3, 4).reshape(n, c, t_out, tau * v)
-        tv = tau * v
-        a = (self.A_scales.to(x.dtype) + self.A_res.to(x.dtype)).view(self.num_scales, tv, tv)
-        support = torch.einsum("kvu,nctu->nkctv", a, windows).reshape(n, self.num_scales * c, t_out, tv)
-        out = self.mlp(support).view(n, self.embed_channels, t_out, tau, v)
-        return self.bn(self.collapse(out).squeeze(3))
+        a = (self.A_scales.to(x.dtype) + self.A_res.to(x.dtype)).view(self.num_scales, tau * x.shape[3], -1)
+        if self.embed_channels > x.shape[1]:
+            # Widening (first block): aggregate the few input channels first (MS-G3D's order).
+            out = self.mlp(_aggregate_first(x, a, tau, self.stride))
+            return self.bn(self.collapse(out.unflatten(3, (tau, -1))).squeeze(3))
+        n, _, _, v = x.shape
+        k, e = self.num_scales, self.embed_channels
+        conv, bn, relu = self.mlp
+        # conv-then-aggregate: the 1x1 conv runs once per frame instead of once per window token
+        # (τ x fewer FLOPs); zero-padded frames stay zero because the bias is added afterwards.
+        # Joints go before frames (an input-sized transpose), so the τV x τV window graph is a
+        # τ-tap temporal conv from K*V channels (scale, joint) to τV channels (the window's tokens):
+        # no unfold, no window-sized copy.
+        xt = F.pad(x, (0, 0, pad, pad)).transpose(2, 3).contiguous()  # (N, C, V, T+2p)
+        y = F.conv2d(xt, _scale_minor_weight(conv.weight, k))  # (N, E*K, V, T+2p)
+        weight = a.view(k, tau * v, tau, v).permute(1, 0, 3, 2).reshape(tau * v, k * v, tau)
+        z = F.conv1d(y.view(n * e, k * v, xt.shape[3]), weight, stride=self.stride)  # (N*E, τV, T')
+        t_out = z.shape[2]
+        z = relu(bn(z.view(n, e, tau * v, t_out) + conv.bias.to(z.dtype).view(1, -1, 1, 1)))
+        # Collapse the window: channels (e, s) of the (N, E*τ, V, T') view are the Conv3d's (E, τ) taps.
+        w3 = self.collapse.weight.flatten(1).unsqueeze(-1).unsqueeze(-1)  # (C_out, E*τ, 1, 1)
+        out = F.conv2d(z.reshape(n, e * tau, v, t_out), w3, self.collapse.bias)  # (N, C_out, V, T')
+        return self.bn(out).transpose(2, 3).contiguous()
+
+
+def _scale_minor_weight(weight: torch.Tensor, num_scales: int) -> torch.Tensor:
+    """(C_out, K*C_in, 1, 1) conv weight over scale-major inputs -> (C_out*K, C_in, 1, 1), output
+    channel o*K + k applying the k-th scale's slice, so aggregation can follow the conv."""
+    c_out, kc = weight.shape[:2]
+    return weight.view(c_out, num_scales, kc // num_scales).reshape(c_out * num_scales, kc // num_scales, 1, 1)
+
+
+def _aggregate_first(x: torch.Tensor, a: torch.Tensor, window: int, stride: int = 1) -> torch.Tensor:
+    """MS-G3D's order: (N, C, T, V) -> scale-major support (N, K*C, T', window*V) for the 1x1 conv."""
+    n, c, _, v = x.shape
+    k = a.shape[0]
+    if window > 1:
+        pad = (window - 1) // 2
+        windows = F.pad(x, (0, 0, pad, pad)).unfold(2, window, stride)  # (N, C, T', V, τ)
+        x = windows.transpose(3, 4).reshape(n, c, windows.shape[2], window * v)
+    t_out, tv = x.shape[2], x.shape[3]
+    return torch.einsum("kvu,nctu->nkctv", a, x).reshape(n, k * c, t_out, tv)
 
 
 class MultiWindowG3D(nn.Module):
