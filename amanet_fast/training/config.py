@@ -73,9 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "runtime": {
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "compile": "auto",  # auto (on for CUDA) | true | false
-        "amp": "auto",  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+        "amp": "auto",  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | off
         "kernel_backend": "auto",
-        "threads": None,  # torch intra-op threads per process
+        "threads": None,  # torch intra-op threads per process; None -> usable cores / local processes
         "deterministic": False,
         "progress": True,  # tqdm bars on rank 0 when stderr is a terminal
         "tensorboard": True,

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from . import config as C
+from . import hardware
 from ..atomic import write_json_atomic, write_pickle_atomic, write_text_atomic
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import DataBundle, build_datasets, check_synthetic_root, ensure_data
@@ -67,8 +68,8 @@ class Precision:
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:
     if amp == "auto":
-        if device.type != "cuda":
-            return Precision(None)
+        if device.type != "cuda":  # bf16 only where the CPU computes it natively (hardware.py)
+            return Precision(torch.bfloat16 if device.type == "cpu" and hardware.cpu_bf16_native()[0] else None)
         return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     if amp == "off":
         return Precision(None)
@@ -204,6 +205,8 @@ class Run:
             self.kernel_backend, cfg["runtime"]["kernel_backend"],
             f"{ctx.backend} x{ctx.world_size}" if ctx.distributed else "no",
         )
+        if ctx.device.type == "cpu" and _CPU_RUNTIME is not None:
+            self.log.info(_CPU_RUNTIME.describe())
 
     def close(self) -> None:
         if self.writer is not None:
@@ -231,9 +234,10 @@ class Run:
             raise ValueError(f"model.args: the {self.cfg['model']['arch']} model cannot be built with "
                              f"{self.cfg['model']['args']}: {err}") from None
         model = model.to(self.ctx.device)
+        memory_format = hardware.prepare_model(model, self.ctx.device, self.precision.dtype)
         n_params = sum(p.numel() for p in model.parameters())
-        self.log.info("model: %s (%s) with %s parameters", self.cfg["model"]["arch"], type(model).__name__,
-                      f"{n_params:,}")
+        self.log.info("model: %s (%s) with %s parameters, %s", self.cfg["model"]["arch"], type(model).__name__,
+                      f"{n_params:,}", memory_format)
         model_cfg = getattr(model, "config", None)
         if hasattr(model_cfg, "to_dict"):
             self.log.info("model config: %s", model_cfg.to_dict())
@@ -350,13 +354,16 @@ def _micro_batches(x: torch.Tensor, y: torch.Tensor, fbs: int | None) -> Iterato
     yield from zip(torch.split(x, fbs), torch.split(y, fbs))
 
 
-def _configure_runtime(cfg: dict) -> None:
-    rt = cfg["runtime"]
-    if rt["threads"]:
-        torch.set_num_threads(int(rt["threads"]))
-    if rt["deterministic"]:
-        import os
+_CPU_RUNTIME: hardware.CpuRuntime | None = None  # what _configure_runtime set, for the log
 
+
+def _configure_runtime(cfg: dict) -> None:
+    global _CPU_RUNTIME
+    rt = cfg["runtime"]
+    import os
+
+    _CPU_RUNTIME = hardware.apply_cpu_defaults(rt["threads"], int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if rt["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False

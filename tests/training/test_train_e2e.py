@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from amanet_fast.training.checkpoint import load_checkpoint
+from amanet_fast.training.hardware import cpu_bf16_native
 
 from .conftest import NUM_VAL, run_cli, run_subprocess, tiny_args
 
@@ -25,13 +26,16 @@ def test_demo_command_end_to_end(synthetic_root, tmp_path):
     assert RESULT_KEYS <= set(res)
     assert res["epoch"] == 2 and res["dataset"] == "synthetic" and res["stream"] == "joint" and res["arch"] == "amanet"
     assert res["num_val_samples"] == NUM_VAL and 0.0 <= res["top1"] <= res["top5"] <= 1.0
-    assert res["precision"] == "fp32" and res["compile"] is False and res["kernel_backend"] == "eager"
+    # amp=auto on CPU: bf16 autocast exactly where the CPU has native bf16 (issue 14)
+    expected = "bf16 autocast" if cpu_bf16_native()[0] else "fp32"
+    assert res["precision"] == expected and res["compile"] is False and res["kernel_backend"] == "eager"
 
     log = (wd / "log.txt").read_text()
     first = log.splitlines()[1]
     assert "command:" in first and "train.py" in first
     assert "versions: torch" in log and "resolved config:" in log
-    assert "precision fp32, torch.compile off, kernel backend eager" in log
+    assert f"precision {expected}, torch.compile off, kernel backend eager" in log
+    assert "cpu runtime: 1 intra-op threads (runtime.threads)" in log and "native bf16" in log
 
     assert (wd / "config.yaml").is_file() and "train.py" in (wd / "command.txt").read_text()
     with open(wd / "scores_val.pkl", "rb") as fh:
