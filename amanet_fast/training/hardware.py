@@ -1,20 +1,20 @@
 """CPU runtime defaults that use the hardware (SPEC §6, issue 14).
 
-Three levers, each measured on the 2-core AVX-512 BF16 development machine
-(numbers in benchmarks/results/README.md):
+Four levers, measured on the 2-core AVX-512 BF16 development machine with
+`python -m benchmarks.cpu_step` (numbers in benchmarks/results/README.md):
 
 - bf16 autocast where the CPU computes bf16 natively (AMX or AVX-512 BF16):
-  oneDNN's bf16 convs and matmuls run several times faster than fp32 there.
-  Elsewhere bf16 is emulated and slower, so `amp: auto` stays fp32.
-- glibc's allocator: every freed tensor above the mmap threshold (dynamic,
+  oneDNN's bf16 convs and matmuls roughly halve the thread CPU time of a full
+  AMANet step there. Elsewhere `amp: auto` stays fp32 (no native bf16 units).
+- glibc's allocator: every freed block above the mmap threshold (dynamic,
   at most 32 MiB) goes back to the kernel and is page-faulted in again on
-  the next step. Disabling mmap for malloc and never trimming the heap makes
-  glibc keep the memory, like a caching allocator; RSS stays at the peak.
+  the next step (235k minor faults per step at N=4, T=64, paper widths).
+  Disabling mmap for malloc and never trimming the heap makes glibc keep the
+  memory like a caching allocator (~0 faults per step); RSS stays at the peak.
+- channels-last conv weights together with bf16 (0.92 -> 0.85 s thread CPU
+  per AMANet step at N=2, T=64): convs then run oneDNN's NHWC kernels. Not
+  with fp32, so that `amp: off` is exactly the plain fp32 NCHW model.
 - intra-op threads: the usable cores divided among the processes of this node.
-
-- channels-last conv weights together with bf16 (measured ~7 % faster per
-  AMANet step; convs then run oneDNN's NHWC kernels). Not with fp32, so that
-  `amp: off` is exactly the plain fp32 NCHW model.
 """
 from __future__ import annotations
 
