@@ -165,10 +165,12 @@ class G3DPathway(nn.Module):
         z = F.conv1d(y.view(n * e, k * v, xt.shape[3]), weight, stride=self.stride)  # (N*E, τV, T')
         t_out = z.shape[2]
         z = relu(bn(z.view(n, e, tau * v, t_out) + conv.bias.to(z.dtype).view(1, -1, 1, 1)))
-        # Collapse the window: channels (e, s) of the (N, E*τ, V, T') view are the Conv3d's (E, τ) taps.
-        w3 = self.collapse.weight.flatten(1).unsqueeze(-1).unsqueeze(-1)  # (C_out, E*τ, 1, 1)
-        out = F.conv2d(z.reshape(n, e * tau, v, t_out), w3, self.collapse.bias)  # (N, C_out, V, T')
-        return self.bn(out).transpose(2, 3).contiguous()
+        # Collapse the window with the Conv3d itself on a (N, E, T', τ, V) view. Folding it into a
+        # 1x1 conv over the (N, E*τ, V, T') layout gave wrong parameter gradients upstream inside
+        # the full model (isolated module checks passed; tests/model/test_backends.py caught it),
+        # so that copy-free variant is not used.
+        out = self.collapse(z.view(n, e, tau, v, t_out).permute(0, 1, 4, 2, 3)).squeeze(3)
+        return self.bn(out)
 
 
 def _scale_minor_weight(weight: torch.Tensor, num_scales: int) -> torch.Tensor:
