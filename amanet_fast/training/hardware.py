@@ -4,11 +4,11 @@ Four levers, measured on the 2-core AVX-512 BF16 development machine with
 `python -m benchmarks.cpu_step` (numbers in benchmarks/results/README.md):
 
 - bf16 autocast where the CPU computes bf16 natively (AMX or AVX-512 BF16):
-  oneDNN's bf16 convs and matmuls roughly halve the thread CPU time of a full
-  AMANet step there. Elsewhere `amp: auto` stays fp32 (no native bf16 units).
+  oneDNN's bf16 convs and matmuls cut the thread CPU time of a full
+  AMANet step by ~1.8x there. Elsewhere `amp: auto` stays fp32 (no native bf16 units).
 - glibc's allocator: every freed block above the mmap threshold (dynamic,
   at most 32 MiB) goes back to the kernel and is page-faulted in again on
-  the next step (235k minor faults per step at N=4, T=64, paper widths).
+  the next step (195k-235k minor faults per step at N=4, T=64, paper widths).
   Disabling mmap for malloc and never trimming the heap makes glibc keep the
   memory like a caching allocator (~0 faults per step); RSS stays at the peak.
 - channels-last conv weights together with bf16 (0.92 -> 0.85 s thread CPU
