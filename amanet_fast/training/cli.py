@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = recipe_from_data_root(args)
         if recipe is not None:
             print(f"train.py: recipe {C.default_config_file(recipe)} (from {args.data_root}; --dataset picks "
-                  "another)", file=sys.stderr)
+                  "another)")
         cfg = C.resolve_config(args)
         from .loop import train
 
