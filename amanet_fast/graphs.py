@@ -2,8 +2,23 @@
 
 A layout holds everything about a skeleton that the model, the streams and the
 data pipeline need to agree on: joint count, the bone edges, the center joint
-(Table 2 "ori_rel"), the bone-stream root, and the five body parts of the DP
-module's alien (moving-frame) coordinates.
+(Table 2 "ori_rel"), the bone-stream root, optional joint names, and the body
+parts of the DP module's alien (moving-frame) coordinates.
+
+Built-in layouts and custom ones are the same kind of object and share one
+JSON form (SPEC §4), which prepared manifests and checkpoints carry:
+
+    {"name": "my20", "num_joints": 20, "edges": [[0, 1], ...], "center": 1,
+     "root": 2, "joint_names": [...], "parts": [{"name": "left_arm", "origin": 4,
+     "axis": 2, "side": 1, "members": [4, 5, 6, 7]}, ...]}
+
+`root` defaults to `center`; `joint_names` and `parts` are optional. Without
+parts, DP's default "alien" mode cannot run: the model refuses to build and
+says to add parts or pick dp_mode center/none (no parts are guessed).
+
+    python -m amanet_fast.graphs list             # built-in layouts
+    python -m amanet_fast.graphs dump ntu25 > ntu25.json
+    python -m amanet_fast.graphs check my20.json  # validate a layout file
 
 Joint indices are 0-based everywhere.
 """
@@ -12,13 +27,23 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
 import numpy as np
 
 __all__ = [
     "BodyPart",
     "SkeletonLayout",
+    "Layout",
+    "LayoutError",
+    "layout_from_dict",
+    "load_layout",
+    "resolve_layout",
+    "layout_json",
     "LAYOUTS",
-    "DATASET_LAYOUT",
     "get_layout",
     "layout_for_dataset",
     "adjacency",
@@ -80,6 +105,26 @@ class SkeletonLayout:
             covered.extend(part.members)
         if self.parts and sorted(covered) != list(range(v)):
             raise ValueError(f"layout {self.name!r}: parts must cover every joint exactly once")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (SPEC §4); `layout_from_dict(l.to_dict()) == l`."""
+        d: dict[str, Any] = {
+            "name": self.name, "num_joints": self.num_joints, "edges": [[a, b] for a, b in self.edges],
+            "center": self.center, "root": self.root,
+        }
+        if self.joint_names:
+            d["joint_names"] = list(self.joint_names)
+        d["parts"] = [{"name": p.name, "origin": p.origin, "axis": p.axis, "side": p.side,
+                       "members": list(p.members)} for p in self.parts]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "layout") -> "SkeletonLayout":
+        return layout_from_dict(d, source)
+
+    def joint_labels(self) -> list[str]:
+        """A readable name per joint: the layout's names, else the 0-based indices."""
+        return list(self.joint_names) if self.joint_names else [str(j) for j in range(self.num_joints)]
 
     def adjacency(self) -> np.ndarray:
         """Binary symmetric (V, V) adjacency without self loops."""
@@ -209,30 +254,184 @@ _COCO17 = SkeletonLayout(
 
 LAYOUTS: dict[str, SkeletonLayout] = {l.name: l for l in (_NTU25, _OPENPOSE18, _UCLA20, _COCO17)}
 
-DATASET_LAYOUT: dict[str, str] = {
-    "ntu60": "ntu25",
-    "ntu120": "ntu25",
-    "kinetics": "openpose18",
-    "ucla": "ucla20",
-    "synthetic": "openpose18",
-}
+Layout = SkeletonLayout  # the name SPEC §4 and the tools use
 
 
-def get_layout(name: str | SkeletonLayout) -> SkeletonLayout:
-    """Layout by name; a SkeletonLayout passes through so callers may supply custom ones."""
+class LayoutError(ValueError):
+    """A layout file or dict is malformed; the message names the file and the field."""
+
+
+def get_layout(name: str | SkeletonLayout | dict) -> SkeletonLayout:
+    """Layout by built-in name or from its JSON dict; a SkeletonLayout passes through."""
     if isinstance(name, SkeletonLayout):
         return name
+    if isinstance(name, dict):
+        return layout_from_dict(name)
     try:
         return LAYOUTS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown skeleton layout {name!r}; expected one of {sorted(LAYOUTS)}") from None
+        raise ValueError(f"unknown skeleton layout {name!r}; expected one of {sorted(LAYOUTS)} "
+                         "or a layout JSON file") from None
 
 
 def layout_for_dataset(dataset: str) -> SkeletonLayout:
+    """The built-in layout of a registry dataset (custom data has none: its manifest holds it)."""
+    from .registry import get_dataset
+
+    info = get_dataset(dataset)
+    if info.layout is None:
+        raise ValueError(f"dataset {dataset!r} has no fixed layout: it comes from the prepared data's manifest")
+    return LAYOUTS[info.layout]
+
+
+_KNOWN_KEYS = {"name", "num_joints", "edges", "center", "root", "joint_names", "parts", "description"}
+_PART_KEYS = {"name", "origin", "axis", "side", "members"}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def layout_from_dict(d: Any, source: str = "layout") -> SkeletonLayout:
+    """Build and validate a layout from its JSON form; every error names `source` and the bad field."""
+
+    def bad(fld: str, expected: str, got: Any = None, show: bool = True) -> LayoutError:
+        return LayoutError(f"{source}: {fld}: expected {expected}" + (f", got {got!r}" if show else ""))
+
+    if not isinstance(d, dict):
+        raise LayoutError(f"{source}: expected a JSON object with name, num_joints, edges, center; "
+                          f"got {type(d).__name__}")
+    unknown = sorted(set(d) - _KNOWN_KEYS)
+    if unknown:
+        raise LayoutError(f"{source}: unknown field(s) {unknown}; allowed: {sorted(_KNOWN_KEYS)}")
+    for key in ("name", "num_joints", "edges", "center"):
+        if key not in d:
+            raise LayoutError(f"{source}: {key}: missing (required: name, num_joints, edges, center)")
+    name = d["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise bad("name", "a non-empty string", name)
+    v = d["num_joints"]
+    if not _is_int(v) or v < 1:
+        raise bad("num_joints", "an integer >= 1", v)
+
+    def joint(fld: str, j: Any) -> int:
+        if not _is_int(j) or not 0 <= j < v:
+            raise bad(fld, f"a joint index in 0..{v - 1} (0-based)", j)
+        return j
+
+    edges_in = d["edges"]
+    if not isinstance(edges_in, list) or not edges_in:
+        raise bad("edges", "a non-empty list of [i, j] joint pairs", edges_in if not isinstance(edges_in, list)
+                  else "[]")
+    edges: list[tuple[int, int]] = []
+    seen: set[frozenset[int]] = set()
+    for k, e in enumerate(edges_in):
+        if not isinstance(e, (list, tuple)) or len(e) != 2:
+            raise bad(f"edges[{k}]", "a pair [i, j]", e)
+        a, b = joint(f"edges[{k}][0]", e[0]), joint(f"edges[{k}][1]", e[1])
+        if a == b:
+            raise bad(f"edges[{k}]", "two different joints (no self loops)", e)
+        if frozenset((a, b)) in seen:
+            raise bad(f"edges[{k}]", "each bone once", e)
+        seen.add(frozenset((a, b)))
+        edges.append((a, b))
+    center = joint("center", d["center"])
+    root = joint("root", d.get("root", center))
+    names_in = d.get("joint_names")
+    names: tuple[str, ...] = ()
+    if names_in is not None:
+        if (not isinstance(names_in, list) or len(names_in) != v
+                or not all(isinstance(n, str) and n for n in names_in)):
+            raise bad("joint_names", f"a list of {v} non-empty strings", names_in)
+        if len(set(names_in)) != v:
+            dup = next(n for n in names_in if names_in.count(n) > 1)
+            raise bad("joint_names", "unique names", f"{dup!r} twice", show=False)
+        names = tuple(names_in)
     try:
-        return LAYOUTS[DATASET_LAYOUT[dataset]]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASET_LAYOUT)}") from None
+        parents = _parents_from_root(v, tuple(edges), root)
+    except ValueError:
+        parents = None
+    if parents is None:
+        nbrs: list[set[int]] = [set() for _ in range(v)]
+        for a, b in edges:
+            nbrs[a].add(b)
+            nbrs[b].add(a)
+        reach, todo = {root}, [root]
+        while todo:
+            for w in nbrs[todo.pop()] - reach:
+                reach.add(w)
+                todo.append(w)
+        lost = sorted(set(range(v)) - reach)
+        raise LayoutError(f"{source}: edges: the graph must connect every joint to the root ({root}); "
+                          f"not connected: {lost[:10]}{' ...' if len(lost) > 10 else ''}")
+    parts_in = d.get("parts", [])
+    if not isinstance(parts_in, list):
+        raise bad("parts", 'a list of {"name", "origin", "axis", "side", "members"}', parts_in)
+    parts: list[BodyPart] = []
+    owner: dict[int, str] = {}
+    for k, p in enumerate(parts_in):
+        fld = f"parts[{k}]"
+        if not isinstance(p, dict):
+            raise bad(fld, 'an object {"name", "origin", "axis", "side", "members"}', p)
+        missing = sorted(_PART_KEYS - set(p))
+        extra = sorted(set(p) - _PART_KEYS)
+        if missing or extra:
+            raise LayoutError(f"{source}: {fld}: " + (f"missing {missing}" if missing else f"unknown {extra}")
+                              + f" (a part has exactly {sorted(_PART_KEYS)})")
+        if not isinstance(p["name"], str) or not p["name"]:
+            raise bad(f"{fld}.name", "a non-empty string", p["name"])
+        o, r, c = (joint(f"{fld}.{key}", p[key]) for key in ("origin", "axis", "side"))
+        if len({o, r, c}) != 3:
+            raise bad(f"{fld}", "three different joints as origin, axis and side", [o, r, c])
+        members = p["members"]
+        if not isinstance(members, list) or not members:
+            raise bad(f"{fld}.members", "a non-empty list of joint indices", members)
+        for i, j in enumerate(members):
+            joint(f"{fld}.members[{i}]", j)
+            if j in owner:
+                raise LayoutError(f"{source}: {fld}.members[{i}]: joint {j} is already in part {owner[j]!r} "
+                                  "(each joint belongs to exactly one part)")
+            owner[j] = p["name"]
+        parts.append(BodyPart(p["name"], o, r, c, tuple(members)))
+    if parts and len(owner) != v:
+        lost = sorted(set(range(v)) - set(owner))
+        raise LayoutError(f"{source}: parts: every joint must be in exactly one part; joints {lost} are in none")
+    return SkeletonLayout(name.strip(), v, tuple(edges), center, root, parents=parents, parts=tuple(parts),
+                          joint_names=names)
+
+
+def load_layout(path: str | Path) -> SkeletonLayout:
+    """A layout JSON file (SPEC §4); errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError(f"{path}: layout file not found")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LayoutError(f"{path}: not valid JSON ({err})") from None
+    return layout_from_dict(d, str(path))
+
+
+def layout_json(layout: SkeletonLayout) -> str:
+    """The layout file text: indented, with each edge and member list on one line (easy to edit)."""
+    import re
+
+    text = json.dumps(layout.to_dict(), indent=1)
+    return re.sub(r"\[\s+(-?\d+(?:,\s+-?\d+)*)\s+\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
+
+
+def resolve_layout(spec: str | Path | SkeletonLayout | dict) -> SkeletonLayout:
+    """A built-in name, a JSON file path, a JSON dict or a layout object -> layout."""
+    if isinstance(spec, (SkeletonLayout, dict)):
+        return get_layout(spec)
+    text = str(spec)
+    if text in LAYOUTS:
+        return LAYOUTS[text]
+    if text.endswith(".json") or Path(text).exists() or "/" in text:
+        return load_layout(text)
+    raise LayoutError(f"--layout {text!r}: expected a built-in layout ({', '.join(LAYOUTS)}) or a layout JSON "
+                      "file (write one from a built-in: python -m amanet_fast.graphs dump ntu25 > my.json)")
 
 
 # ---------------------------------------------------------------------------
@@ -281,3 +480,43 @@ def spatio_temporal_adjacency(a: np.ndarray, window: int) -> np.ndarray:
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     return np.tile(a + np.eye(len(a)), (window, window))
+
+
+# ---------------------------------------------------------------------------
+# CLI: python -m amanet_fast.graphs {list, dump NAME, check FILE}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m amanet_fast.graphs",
+                                description="Skeleton layouts: list the built-in ones, write one out as a JSON "
+                                            "layout file, or validate a layout file.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="built-in layouts")
+    d = sub.add_parser("dump", help="print a built-in layout (or a checked layout file) as JSON")
+    d.add_argument("layout", help=f"one of {', '.join(LAYOUTS)} or a layout .json file")
+    c = sub.add_parser("check", help="validate a layout JSON file")
+    c.add_argument("file")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for l in LAYOUTS.values():
+                print(f"{l.name:<12} {l.num_joints:>3} joints, center {l.center}, root {l.root}, "
+                      f"{len(l.parts)} DP parts")
+        elif args.cmd == "dump":
+            print(layout_json(resolve_layout(args.layout)))
+        else:
+            l = load_layout(args.file)
+            print(f"{args.file}: ok: layout {l.name!r}, {l.num_joints} joints, {len(l.edges)} edges, "
+                  f"center {l.center}, root {l.root}, "
+                  + (f"{len(l.parts)} DP parts" if l.parts else
+                     "no DP parts (dp_mode alien needs them; use model.args.dp_mode=center or none otherwise)"))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,47 +16,43 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..graphs import SkeletonLayout, resolve_layout
+from ..registry import DATASETS
 from ..streams import STREAMS, to_stream
 from . import augment
 from .io import (MANIFEST_NAME, check_sampled_finite, data_file, label_file, open_prepared_array, read_label_pickle,
                  read_manifest)
+from .manifest import manifest_layout
 
 __all__ = ["SkeletonDataset", "prepare_command"]
 
 log = logging.getLogger("amanet_fast.data.dataset")
 
-_RAW_HINTS = {
-    "kinetics": "--raw /path/to/kinetics-skeleton",
-    "ntu60": "--raw /path/to/nturgb+d_skeletons",
-    "ntu120": "--raw /path/to/nturgb+d_skeletons",
-    "ucla": "--raw /path/to/NW-UCLA",
-    "pyskl": "--raw /path/to/annotations.pkl",
-    "synthetic": "",
-}
-
 
 def _guess_kind(data_dir: Path) -> tuple[str, str | None]:
-    name = str(data_dir).lower()
-    if "ntu120" in name or "ntu_120" in name:
-        return "ntu120", "xset" if "xset" in name else "xsub"
-    if "ntu" in name:
-        return "ntu60", "xview" if "xview" in name else "xsub"
-    for kind in ("kinetics", "ucla", "pyskl"):
-        if kind in name:
-            return kind, None
+    """A registry dataset guessed from a folder name, for the hint in an error message."""
+    name = str(data_dir).lower().replace("_", "")
+    for ds in sorted(DATASETS, key=len, reverse=True):  # ntu120 before ntu60
+        info = DATASETS[ds]
+        if ds in name or info.kind in name:
+            bench = next((b for b in info.benchmarks if b in name), info.default_benchmark)
+            return ds, bench
     if "synth" in name or "demo" in name:
         return "synthetic", None
     return "KIND", None
 
 
-def prepare_command(kind: str, data_dir: str | Path, split: str | None = None) -> str:
-    """The command that creates `data_dir` for a dataset kind (KIND = placeholder)."""
-    parts = ["python -m amanet_fast.data.prepare", kind]
+def prepare_command(dataset: str, data_dir: str | Path, split: str | None = None, raw: str | Path | None = None) -> str:
+    """The command that creates `data_dir` for a registry dataset (or a prepare KIND; KIND = placeholder)."""
+    info = DATASETS.get(dataset) or next((d for d in DATASETS.values() if d.kind == dataset), None)
+    parts = ["python -m amanet_fast.data.prepare", info.kind if info else dataset]
     if split:
         parts.append(f"--split {split}")
-    raw = _RAW_HINTS.get(kind, "--raw /path/to/raw")
-    if raw:
-        parts.append(raw)
+    hint = info.raw_hint if info else "--raw /path/to/raw"
+    if raw is not None:
+        hint = " ".join([f"--raw {raw}", *hint.split()[2:]])
+    if hint:
+        parts.append(hint)
     parts.append(f"--out {data_dir}")
     return " ".join(parts)
 
@@ -66,7 +62,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
 
     def __init__(self, data_dir: str | Path, split: str = "train", stream: str = "joint",
                  clip_len: int | None = None, random_choose: bool = False, random_shift: bool = False,
-                 random_move: bool = False, mmap: bool = True, *, layout: str | None = None,
+                 random_move: bool = False, mmap: bool = True, *, layout: str | SkeletonLayout | None = None,
                  num_classes: int | None = None, pad: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         if stream not in STREAMS:
@@ -82,7 +78,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         counts = self.manifest.get("counts", {})
         if split not in counts:
             raise ValueError(f"split {split!r} not in {self.data_dir} (has {sorted(counts)})")
-        self.layout: str = self.manifest["layout"]
+        self.layout: SkeletonLayout = manifest_layout(self.manifest, self.data_dir)
         self.num_classes: int = int(self.manifest["num_classes"])
         self.num_channels: int = int(self.manifest["num_channels"])
         # A score channel (OpenPose/COCO) decides per joint what is missing; else per body and frame.
@@ -96,9 +92,10 @@ class SkeletonDataset(torch.utils.data.Dataset):
         if len(data) != len(self.labels) or len(self.sample_names) != len(self.labels):
             raise ValueError(f"{self.data_dir}: {len(data)} samples but {len(self.labels)} labels "
                              f"and {len(self.sample_names)} names in split {split!r}")
-        if data.ndim != 5 or data.shape[1] != self.num_channels:
+        if data.ndim != 5 or data.shape[1] != self.num_channels or data.shape[3] != self.layout.num_joints:
             raise ValueError(f"{self.data_dir / data_file(split)}: shape {data.shape}, expected "
-                             f"(N, {self.num_channels}, T, V, M)")
+                             f"(N, {self.num_channels}, T, {self.layout.num_joints}, M) (layout "
+                             f"{self.layout.name!r} of {MANIFEST_NAME})")
         bad = [l for l in self.labels if not 0 <= l < self.num_classes]
         if bad:
             raise ValueError(f"{self.data_dir / label_file(split)}: label {bad[0]} outside 0..{self.num_classes - 1}")
@@ -117,7 +114,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
                         MANIFEST_NAME, layout, num_classes)
             shape = open_prepared_array(self.data_dir / data_file(self.split)).shape
             count = len(read_label_pickle(self.data_dir / label_file(self.split))[1])
-            return {"kind": "external", "layout": layout, "num_classes": int(num_classes),
+            return {"kind": "external", "layout": resolve_layout(layout).to_dict(), "num_classes": int(num_classes),
                     "num_channels": int(shape[1]), "counts": {self.split: count}}
         if has_files:
             raise FileNotFoundError(
@@ -174,4 +171,4 @@ class SkeletonDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (f"SkeletonDataset({str(self.data_dir)!r}, split={self.split!r}, stream={self.stream!r}, "
-                f"n={len(self)}, layout={self.layout!r}, classes={self.num_classes})")
+                f"n={len(self)}, layout={self.layout.name!r}, classes={self.num_classes})")

@@ -54,7 +54,8 @@ def label_file(split: str) -> str:
 
 
 # Manifest keys readers rely on, with the type each must have.
-_MANIFEST_TYPES = {"layout": str, "num_classes": int, "num_channels": int, "counts": dict}
+# layout: the full layout object (SPEC §4); older manifests name a built-in layout
+_MANIFEST_TYPES = {"layout": (dict, str), "num_classes": int, "num_channels": int, "counts": dict}
 
 
 def read_manifest(data_dir: Path) -> dict | None:
@@ -73,8 +74,9 @@ def read_manifest(data_dir: Path) -> dict | None:
         if key not in manifest:
             raise DataFormatError(f"lacks {key!r}: not written by this version of prepare (re-run it)", path)
         if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 1):
+            expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
             raise DataFormatError(f"{key!r} is {value!r:.60}, expected a{' positive' if kind is int else ''} "
-                                  f"{kind.__name__}", path)
+                                  f"{expected}", path)
     return manifest
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import DATASETS
 from .errors import DataFormatError, check_coordinates, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
@@ -133,7 +134,7 @@ def find_kinetics_splits(raw: Path, train_dir: Path | None = None, val_dir: Path
 
 
 def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_dir=None, train_label_file=None,
-                  val_label_file=None, num_classes: int = 400, kind: str = "kinetics",
+                  val_label_file=None, num_classes: int = DATASETS["kinetics"].num_class, kind: str = "kinetics",
                   class_names: list[str] | None = None) -> DatasetPlan:
     raw = Path(raw)
     if not raw.is_dir() and not (train_dir or val_dir):
@@ -190,7 +191,7 @@ def plan_kinetics(raw: str | Path, problems: Problems, *, train_dir=None, val_di
                               found[next(iter(found))][1])
     classes = list(class_names) if class_names else [names.get(i) for i in range(num_classes)]
     return DatasetPlan(
-        kind=kind, layout="openpose18", channels=("x", "y", "score"), num_classes=num_classes,
+        kind=kind, layout=DATASETS[kind].layout, channels=DATASETS[kind].channels, num_classes=num_classes,
         classes=classes, splits=splits, load=partial(_load_source),
         options={"split_sources": {k: [str(d), str(l)] for k, (d, l) in found.items()}},
         notes=["x,y - 0.5, y negated, zeroed where score is 0; per frame the 2 persons with the highest "

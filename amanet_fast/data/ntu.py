@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import DATASETS
 from .errors import COORD_LIMIT, DataFormatError, check_coordinates, read_text_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample
@@ -32,8 +33,8 @@ NTU120_XSUB_TRAIN_SUBJECTS = NTU60_XSUB_TRAIN_SUBJECTS | frozenset(
     [45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
      89, 91, 92, 93, 94, 95, 97, 98, 100, 103])
 NTU_XVIEW_TRAIN_CAMERAS = frozenset([2, 3])
-BENCHMARKS = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xset")}
-NUM_CLASSES = {"ntu60": 60, "ntu120": 120}
+BENCHMARKS = {k: DATASETS[k].benchmarks for k in ("ntu60", "ntu120")}
+NUM_CLASSES = {k: DATASETS[k].num_class for k in ("ntu60", "ntu120")}
 
 _NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 
@@ -314,7 +315,8 @@ def plan_ntu(raw: str | Path, kind: str, benchmark: str, problems: Problems,
             continue
         splits[split_guess].append(Sample(path.name, info["action"] - 1, path, str(path)))
     return DatasetPlan(
-        kind=kind, benchmark=benchmark, layout="ntu25", channels=("x", "y", "z"), num_classes=num_classes,
+        kind=kind, benchmark=benchmark, layout=DATASETS[kind].layout, channels=DATASETS[kind].channels,
+        num_classes=num_classes,
         classes=_class_names(raw, kind, num_classes), splits={k: v for k, v in splits.items() if v},
         load=partial(load_ntu_sample, pad=pad),
         options={"ignore_list": str(ignore_list) if ignore_list else None, "pad": pad},

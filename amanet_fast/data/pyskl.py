@@ -7,10 +7,18 @@ a bare list of annotations, or one annotation dict. Each annotation has
 coordinates are normalized as pyskl's PreNormalize2D, `(p - size/2) / (size/2)`
 with `img_shape` = (h, w), so they land in [-1, 1]. More than 2 persons: the 2
 with the highest total score (2D) or the 2 most active (3D, NTU's rule) are
-kept. Frames past 300 are dropped and counted. Layout from V unless given.
+kept. Frames past 300 are dropped and counted.
+
+Layout: `--layout NAME|FILE.json`. Without it only pyskl's own conventions are
+assumed, and said so: 2D with 17 joints = COCO-17 (pyskl's 2D keypoints), 3D
+with 25 joints = NTU-25 (pyskl's NTU 3D annotations). Any other joint count
+needs --layout: a joint count alone does not tell the joint order.
+Class names: a top-level `classes` / `class_names` / `label_names` list of the
+pickle, or --class-names FILE (one name per line); otherwise unnamed.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 from functools import partial
 from pathlib import Path
@@ -18,17 +26,27 @@ from pathlib import Path
 import numpy as np
 
 from .. import safe_pickle
+from ..graphs import LAYOUTS, SkeletonLayout, resolve_layout
 from .errors import DataFormatError, check_coordinates
 from .io import NUM_FRAMES, NUM_PERSONS
 from .ntu import select_bodies
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
-__all__ = ["LAYOUT_BY_JOINTS", "read_pyskl_pickle", "annotation_to_array", "plan_pyskl"]
+__all__ = ["PYSKL_CONVENTIONS", "read_pyskl_pickle", "annotation_to_array", "plan_pyskl"]
 
-LAYOUT_BY_JOINTS = {17: "coco17", 25: "ntu25", 18: "openpose18", 20: "ucla20"}
+log = logging.getLogger("amanet_fast.data.pyskl")
+
+# (coordinate dims, joints) -> the layout pyskl itself uses for such annotations.
+PYSKL_CONVENTIONS = {(2, 17): "coco17", (3, 25): "ntu25"}
+_CLASS_KEYS = ("classes", "class_names", "label_names")
 
 
 def read_pyskl_pickle(path: Path) -> tuple[dict[str, list[str]] | None, list[dict]]:
+    split, annotations, _ = _read_pickle(path)
+    return split, annotations
+
+
+def _read_pickle(path: Path) -> tuple[dict[str, list[str]] | None, list[dict], list[str] | None]:
     if not path.is_file():
         raise DataFormatError("pyskl annotation pickle not found", path)
     try:
@@ -37,7 +55,15 @@ def read_pyskl_pickle(path: Path) -> tuple[dict[str, list[str]] | None, list[dic
         raise DataFormatError(str(err), path) from None
     except Exception as err:  # truncated / not a pickle / unreadable
         raise DataFormatError(f"cannot unpickle ({type(err).__name__}: {str(err)[:200]})", path) from None
+    classes = None
     if isinstance(obj, dict) and "annotations" in obj:
+        for key in _CLASS_KEYS:
+            if obj.get(key) is not None:
+                classes = obj[key]
+                if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+                    raise DataFormatError(f"'{key}' must be a list of class-name strings", path)
+                classes = list(classes)
+                break
         split = obj.get("split")
         if split is not None and not (isinstance(split, dict)
                                       and all(isinstance(v, (list, tuple)) for v in split.values())):
@@ -52,7 +78,7 @@ def read_pyskl_pickle(path: Path) -> tuple[dict[str, list[str]] | None, list[dic
                               "a list of annotations or one annotation)", path)
     if not isinstance(annotations, list) or not annotations:
         raise DataFormatError("no annotations in the pickle", path)
-    return (dict(split) if split is not None else None), annotations
+    return (dict(split) if split is not None else None), annotations, classes
 
 
 def annotation_to_array(ann: dict, where: str, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, int, str]:
@@ -67,8 +93,6 @@ def annotation_to_array(ann: dict, where: str, num_frames: int = NUM_FRAMES) -> 
     M, T, V, C = kp.shape
     if M == 0 or T == 0:  # would become an all-zero training sample
         raise DataFormatError(f"'keypoint' is empty (shape {kp.shape}: no persons or no frames)", where)
-    if V not in LAYOUT_BY_JOINTS:
-        raise DataFormatError(f"wrong joint count {V} (supported: {sorted(LAYOUT_BY_JOINTS)})", where)
     if not np.isfinite(kp).all():
         raise DataFormatError("non-finite (NaN/inf) keypoint coordinates", where)
     check_coordinates(kp, where, "'keypoint'")
@@ -122,10 +146,19 @@ def _load_annotation(source: tuple[dict, str]) -> LoadResult:
 
 
 def plan_pyskl(raw: str | Path, problems: Problems, *, train_split: str = "train", val_split: str = "val",
-               unsplit_to: str = "train", layout: str | None = None,
-               num_classes: int | None = None) -> DatasetPlan:
+               unsplit_to: str = "train", layout: str | Path | SkeletonLayout | None = None,
+               num_classes: int | None = None, class_names: list[str] | None = None) -> DatasetPlan:
     path = Path(raw)
-    split_map, annotations = read_pyskl_pickle(path)
+    if layout is not None:
+        layout = resolve_layout(layout)  # a bad layout file fails before the pickle is read
+    split_map, annotations, pickle_classes = _read_pickle(path)
+    classes_from = "--class-names" if class_names is not None else "the pickle"
+    class_names = class_names if class_names is not None else pickle_classes
+    if class_names is not None:
+        if num_classes is not None and num_classes != len(class_names):
+            raise DataFormatError(f"--num-classes {num_classes} disagrees with the {len(class_names)} class names "
+                                  f"of {classes_from}", path)
+        num_classes = len(class_names)
     by_name: dict[str, dict] = {}
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict) or "frame_dir" not in ann:
@@ -188,18 +221,29 @@ def plan_pyskl(raw: str | Path, problems: Problems, *, train_split: str = "train
                               path)
     (C,), (V,) = modes, joints
     if layout is None:
-        if V not in LAYOUT_BY_JOINTS:
-            raise DataFormatError(f"wrong joint count {V}: cannot infer a layout (use --layout)", path)
-        layout = LAYOUT_BY_JOINTS[V]
-    elif {"ntu25": 25, "openpose18": 18, "ucla20": 20, "coco17": 17}[layout] != V:
-        raise DataFormatError(f"--layout {layout} does not fit {V} joints", path)
+        name = PYSKL_CONVENTIONS.get((C, V))
+        if name is None:
+            raise DataFormatError(
+                f"{V} joints ({C}D): which joint is which cannot be told from the count; pass --layout LAYOUT.json "
+                f"(format: python -m amanet_fast.graphs dump ntu25) or a built-in name ({', '.join(LAYOUTS)}) "
+                "if the joint order is exactly that", path)
+        layout_note = f"layout {name}: pyskl's convention for {C}D annotations with {V} joints (--layout overrides)"
+        log.info("%s", layout_note)
+        layout = resolve_layout(name)
+    else:
+        if layout.num_joints != V:
+            raise DataFormatError(f"--layout {layout.name} has {layout.num_joints} joints, the keypoints have {V}",
+                                  path)
+        layout_note = f"layout {layout.name} as given by --layout"
     if num_classes is None:
         num_classes = max(labels_seen) + 1
-    notes = [split_note, "2D: pyskl PreNormalize2D to [-1, 1] by img_shape" if C == 2 else "3D: coordinates as stored"]
+    notes = [split_note, layout_note,
+             "2D: pyskl PreNormalize2D to [-1, 1] by img_shape" if C == 2 else "3D: coordinates as stored"]
     if C == 2 and any(s.source[0].get("keypoint_score") is None for v in splits.values() for s in v):
         notes.append("some 2D annotations had no keypoint_score: score channel set to 1")
     return DatasetPlan(
         kind="pyskl", layout=layout, channels=("x", "y", "score") if C == 2 else ("x", "y", "z"),
         num_classes=num_classes, splits=splits, load=partial(_load_annotation), notes=notes,
+        classes=list(class_names) if class_names is not None else None,
         options={"train_split": train_split, "val_split": val_split, "source": str(path)},
     )

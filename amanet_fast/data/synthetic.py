@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import SYNTHETIC_ACTIONS
 from .io import FORMAT_VERSION, read_manifest
 
 __all__ = ["ACTIONS", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL", "GENERATOR_VERSION", "synth_clip",
@@ -31,7 +32,7 @@ __all__ = ["ACTIONS", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL", "GENERATOR_VERSION
 
 log = logging.getLogger("amanet_fast.data.synthetic")
 
-ACTIONS = ("wave", "clap", "jump", "squat", "kick", "walk")
+ACTIONS = SYNTHETIC_ACTIONS  # label order lives in the registry
 DEFAULT_NUM_TRAIN = 600
 DEFAULT_NUM_VAL = 180
 GENERATOR_VERSION = 1

@@ -20,19 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import safe_pickle
+from ..registry import DATASETS
 from .errors import DataFormatError, check_coordinates, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
 from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
 
 __all__ = ["NUM_JOINTS", "NUM_CLASSES", "CLASS_NAMES", "load_ucla_clip", "plan_ucla"]
 
-NUM_JOINTS = 20
-NUM_CLASSES = 10
+_INFO = DATASETS["ucla"]
+NUM_JOINTS = 20  # Kinect v1 (layout ucla20)
+NUM_CLASSES = _INFO.num_class
 VAL_VIEW = 3
 CENTER_JOINT = 1
+CLASS_NAMES = list(_INFO.class_names)
 # Action ids a01..a12 of the release (a07 and a10 do not exist) in label order 1..10.
-CLASS_NAMES = ["pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
-               "stand up", "donning", "doffing", "throw", "carry"]
 _ACTION_IDS = [1, 2, 3, 4, 5, 6, 8, 9, 11, 12]
 _NAME_RE = re.compile(r"^a(\d\d)_s(\d\d)_e(\d\d)_v(\d\d)$")
 
@@ -141,7 +142,7 @@ def plan_ucla(raw: str | Path, problems: Problems) -> DatasetPlan:
             problems.report(DataFormatError(f"{len(missing)} val samples listed in val_label.pkl have no "
                                             f"all_sqe/ file, e.g. {missing[0]}", raw / "val_label.pkl"))
     return DatasetPlan(
-        kind="ucla", layout="ucla20", channels=("x", "y", "z"), num_classes=NUM_CLASSES, classes=CLASS_NAMES,
+        kind="ucla", layout=_INFO.layout, channels=_INFO.channels, num_classes=NUM_CLASSES, classes=CLASS_NAMES,
         splits={k: v for k, v in splits.items() if v}, load=partial(_load_source),
         notes=["view 3 = val; coordinates translated so the frame-0 spine joint is the origin"],
     )

@@ -1,9 +1,13 @@
 """`build_model(arch, dataset, **overrides)`: the one way to get a network.
 
 `arch` picks the defaults (MS-G3D: every AMANet module off; AMANet: DP, SFEM,
-TFEM and STFEM on); `dataset` fixes classes, skeleton layout, graph scales and
-coordinate kind; overrides may switch any module, which is how the ablation
-rows of `ablations.py` are expressed.
+TFEM and STFEM on); `dataset` gives the registry's defaults (classes, skeleton
+layout, graph scales, coordinate kind: `amanet_fast.registry`); overrides may
+switch any module, which is how the ablation rows of `ablations.py` are
+expressed. Training passes the prepared data's own layout (a `SkeletonLayout`
+or its JSON dict), class count and coordinate kind as overrides, so the
+network always matches the data. `ModelConfig.to_dict()` is JSON-able and
+`model_from_dict` rebuilds exactly that network (checkpoints store it).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..graphs import DATASET_LAYOUT, SkeletonLayout, get_layout
+from ..graphs import SkeletonLayout, get_layout
+from ..registry import DATASETS as _REGISTRY, coord_dims as _coord_dims
 from ..streams import STREAMS
 from .attention import STFEM_BIASES
 from .dp import DP_MODES, DataPreprocessing
@@ -22,21 +27,14 @@ from .network import BlockOptions, SkeletonNet
 
 logger = logging.getLogger("amanet_fast.model")
 
-__all__ = ["ARCHS", "DATASETS", "ModelConfig", "resolve_config", "build_model", "model_from_config"]
+__all__ = ["ARCHS", "DATASETS", "ModelConfig", "resolve_config", "build_model", "model_from_config",
+           "config_from_dict", "model_from_dict"]
 
 ARCHS = ("msg3d", "amanet")
 KERNEL_BACKENDS = ("auto", "eager", "triton")
 ORDERS = ("sfem_tfem", "tfem_sfem")
 
-# MS-G3D's configs: NTU K = 13 (GCN) / 6 (G3D), Kinetics 8 / 8. NW-UCLA is Kinect 3D
-# like NTU and takes NTU's scales; the synthetic demo mimics Kinetics (2D + score).
-DATASETS: dict[str, dict[str, Any]] = {
-    "ntu60": dict(num_class=60, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
-    "ntu120": dict(num_class=120, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
-    "kinetics": dict(num_class=400, num_gcn_scales=8, num_g3d_scales=8, coord_dims=2),
-    "ucla": dict(num_class=10, num_gcn_scales=13, num_g3d_scales=6, coord_dims=3),
-    "synthetic": dict(num_class=6, num_gcn_scales=8, num_g3d_scales=8, coord_dims=2),
-}
+DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class ModelConfig:
     arch: str
     dataset: str
     num_class: int
-    layout: str | SkeletonLayout
+    layout: SkeletonLayout                # a name or JSON dict given to resolve_config becomes the object
     num_gcn_scales: int
     num_g3d_scales: int
     coord_dims: int                      # 3 (x, y, z) or 2 (x, y + trailing score channels)
@@ -81,8 +79,9 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("extra")
-        if isinstance(self.layout, SkeletonLayout):
-            d["layout"] = self.layout.name
+        d["layout"] = get_layout(self.layout).to_dict()
+        for name in ("channels", "strides", "windows"):
+            d[name] = list(d[name])
         return d
 
 
@@ -146,19 +145,37 @@ def _check(cfg: ModelConfig) -> None:
             _fail(name, "a number", value)
     if not 0 < cfg.stfem_ratio <= 1:
         _fail("stfem_ratio", "in (0, 1]", cfg.stfem_ratio)
-    get_layout(cfg.layout)
+    layout = cfg.layout
+    if cfg.dp and "alien" in cfg.dp_mode and not layout.parts:
+        raise ValueError(
+            f"build_model: layout {layout.name!r} has no DP body parts, which dp_mode={cfg.dp_mode!r} "
+            "(AMANet's default) needs: add \"parts\": [{\"name\", \"origin\", \"axis\", \"side\", \"members\"}, ...] "
+            "to the layout JSON and prepare the data again (python -m amanet_fast.graphs dump ntu25 shows an "
+            "example), or train with model.args.dp_mode=center (joint minus center joint, Table 2 ori_rel) "
+            "or model.args.dp_mode=none")
 
 
 def resolve_config(arch: str, dataset: str, **overrides: Any) -> ModelConfig:
     """Defaults of (arch, dataset) with overrides applied and checked."""
     if arch not in ARCHS:
         raise ValueError(f"build_model: arch must be one of {ARCHS}, got {arch!r}")
-    if dataset not in DATASETS:
-        raise ValueError(f"build_model: dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    if dataset not in _REGISTRY:
+        raise ValueError(f"build_model: dataset must be one of {sorted(_REGISTRY)}, got {dataset!r}")
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise TypeError(f"build_model: unknown override(s) {unknown}; valid overrides: {', '.join(OVERRIDES)}")
-    values: dict[str, Any] = dict(DATASETS[dataset], layout=DATASET_LAYOUT[dataset])
+    info = _REGISTRY[dataset]
+    values: dict[str, Any] = dict(num_gcn_scales=info.num_gcn_scales, num_g3d_scales=info.num_g3d_scales)
+    if info.layout is not None:
+        values["layout"] = info.layout
+    if info.num_class is not None:
+        values["num_class"] = info.num_class
+    if info.channels is not None:
+        values["coord_dims"] = _coord_dims(info.channels)
+    missing = [k for k in ("layout", "num_class", "coord_dims") if k not in values and k not in overrides]
+    if missing:
+        raise ValueError(f"build_model: dataset {dataset!r} takes {', '.join(missing)} from the prepared data; "
+                         "pass them as overrides")
     if arch == "amanet":
         stream = overrides.get("stream", "joint")
         values.update(sfem=True, tfem=True, stfem=True, dp=stream in ("joint", "bone"))
@@ -166,13 +183,33 @@ def resolve_config(arch: str, dataset: str, **overrides: Any) -> ModelConfig:
         if isinstance(overrides.get(name), list):
             overrides[name] = tuple(overrides[name])
     values.update(overrides)
+    try:
+        values["layout"] = get_layout(values["layout"])
+    except ValueError as err:
+        raise ValueError(f"build_model: layout: {err}") from None
     cfg = ModelConfig(arch=arch, dataset=dataset, **values)
     _check(cfg)
     return cfg
 
 
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """Inverse of `ModelConfig.to_dict()` (e.g. a checkpoint's `model_config`), checked like any config."""
+    d = dict(d)
+    arch, dataset = d.pop("arch"), d.pop("dataset")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"model config has unknown field(s) {unknown} (written by a newer version?)")
+    return resolve_config(arch, dataset, **d)
+
+
+def model_from_dict(d: dict[str, Any]) -> SkeletonNet:
+    """The exact network a `ModelConfig.to_dict()` describes (weights not loaded)."""
+    return model_from_config(config_from_dict(d))
+
+
 def model_from_config(cfg: ModelConfig) -> SkeletonNet:
-    layout = get_layout(cfg.layout)
+    layout = cfg.layout
     options = BlockOptions(
         num_gcn_scales=cfg.num_gcn_scales, num_g3d_scales=cfg.num_g3d_scales, windows=cfg.windows,
         msgcn=cfg.msgcn, g3d=cfg.g3d, sfem=cfg.sfem, tfem=cfg.tfem, stfem=cfg.stfem, order=cfg.order,

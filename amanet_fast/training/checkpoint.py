@@ -139,3 +139,80 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} has format version {state['format_version']}, this code reads <= {FORMAT_VERSION}"
         )
     return state
+
+
+# ----------------------------------------------------------------------------- the model a checkpoint holds
+# Checkpoints carry the network's description beside its weights, so eval, resume and later tools
+# (predict, export) rebuild exactly the trained model:
+#   state["layout"]       the skeleton layout's JSON dict (SPEC §4; graphs.layout_from_dict reads it)
+#   state["model_config"] ModelConfig.to_dict() (JSON-able; model.build.model_from_dict rebuilds it)
+#   state["classes"]      class names in label order
+#   state["data_channels"] meaning of the input channels, e.g. ["x", "y", "score"]
+
+
+def model_record(model: Any, layout: Any, classes: list[str], channels: list[str] | None) -> dict[str, Any]:
+    """The description of `model` to store in its checkpoints (empty parts for foreign model classes)."""
+    rec: dict[str, Any] = {"classes": list(classes)}
+    if layout is not None:
+        rec["layout"] = layout.to_dict()
+    if channels:
+        rec["data_channels"] = list(channels)
+    cfg = getattr(model, "config", None)
+    if hasattr(cfg, "to_dict"):
+        rec["model_config"] = cfg.to_dict()
+    return rec
+
+
+def model_from_checkpoint(state: dict[str, Any], kernel_backend: str | None = None) -> Any:
+    """The trained network of a checkpoint, weights loaded (for predict / export tools)."""
+    model = rebuild_model(state, kernel_backend or state.get("model_config", {}).get("kernel_backend", "auto"))
+    if model is None:
+        raise CheckpointError("checkpoint has no model_config (written before layouts were stored): "
+                              "rebuild the model from its training config instead")
+    model.load_state_dict(state["model"])
+    return model
+
+
+def rebuild_model(state: dict[str, Any], kernel_backend: str, log: Any = None, cfg: dict[str, Any] | None = None,
+                  path: Any = None) -> Any:
+    """The checkpoint's network from its model_config (weights not loaded); None for older checkpoints.
+
+    `cfg` (the run's resolved config) may not ask for another model than the trained one: that is an
+    error rather than an override silently ignored.
+    """
+    if "model_config" not in state:
+        return None
+    saved = state.get("config") or {}
+    if cfg is not None and saved:
+        for section, key in (("model", "arch"), ("model", "args"), ("data", "stream")):
+            old, new = (saved.get(section) or {}).get(key), (cfg.get(section) or {}).get(key)
+            if old != new:
+                raise CheckpointError(f"{path}: --eval-only rebuilds the trained model, but {section}.{key} is "
+                                      f"{new!r} here and {old!r} in the checkpoint; drop that override")
+    from ..model.build import model_from_dict
+
+    model = model_from_dict({**state["model_config"], "kernel_backend": kernel_backend})
+    if log is not None:
+        log.info("model: rebuilt from the checkpoint's model_config (layout %s, %d classes)",
+                 model.config.layout.name, model.config.num_class)
+    return model
+
+
+def check_matches_data(state: dict[str, Any], path: Path, layout: Any, num_classes: int, data_dir: Any) -> None:
+    """A checkpoint's model must fit the prepared data it is used with; otherwise one clear error."""
+    from ..data.io import MANIFEST_NAME
+
+    where = f"{data_dir}/{MANIFEST_NAME}"
+    saved = state.get("layout")
+    if saved is not None and layout is not None and saved != layout.to_dict():
+        got = layout.to_dict()
+        diff = [k for k in sorted(set(saved) | set(got)) if saved.get(k) != got.get(k)]
+        raise CheckpointError(
+            f"checkpoint {path} was trained on layout {saved.get('name')!r} ({saved.get('num_joints')} joints) "
+            f"but {where} has layout {got['name']!r} ({got['num_joints']} joints); they differ in "
+            f"{', '.join(diff)}. Use the prepared data the model was trained on "
+            f"(training data root: {state.get('config', {}).get('data', {}).get('root')})")
+    mc = state.get("model_config") or {}
+    if "num_class" in mc and int(mc["num_class"]) != int(num_classes):
+        raise CheckpointError(f"checkpoint {path} predicts {mc['num_class']} classes but {where} has "
+                              f"{num_classes}; use the prepared data the model was trained on")

@@ -2,6 +2,7 @@
 clear message and a non-zero exit code instead of a traceback."""
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,32 @@ from .workdir import WorkDirBusyError
 
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_FAILED = 1
+
+
+def recipe_from_data_root(args: argparse.Namespace) -> str | None:
+    """`--data-root DIR` alone: the recipe of the folder's manifest (`--dataset`/`--config` win).
+
+    A folder without a manifest gets the custom recipe, whose missing-data check then says what the
+    folder is (raw data, a benchmark parent, ...) instead of the synthetic demo being generated into it.
+    """
+    if args.dataset or args.config or not args.data_root:
+        return None
+    from ..data.io import read_manifest
+    from ..registry import dataset_for_kind
+
+    d = Path(args.data_root).expanduser()
+    d = d / args.split if args.split else d
+    manifest = read_manifest(d) if d.is_dir() else None
+    ds = dataset_for_kind(manifest.get("kind")) if isinstance(manifest, dict) else None
+    if ds == "synthetic" and isinstance(manifest.get("synthetic"), dict):
+        # Train on the demo data as generated, instead of regenerating it with the recipe's sizes.
+        syn = manifest["synthetic"]
+        args.overrides[:0] = [f"data.synthetic.{k}={syn[k]}" for k in ("seed", "num_train", "num_val") if k in syn]
+    ds = ds or "custom"
+    args.dataset = ds
+    if not args.split and C.load_yaml(C.default_config_file(ds)).get("data", {}).get("split"):
+        args.overrides[:0] = ["data.split=null"]  # the folder given is the data itself, not a benchmark parent
+    return ds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.checkpoint:
             parser.error("--checkpoint is only used with --eval-only (training resumes from WORK_DIR/latest.pt)")
+        recipe = recipe_from_data_root(args)
+        if recipe is not None:
+            print(f"train.py: recipe {C.default_config_file(recipe)} (from {args.data_root}; --dataset picks "
+                  "another)")
         cfg = C.resolve_config(args)
         from .loop import train
 

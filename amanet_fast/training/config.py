@@ -18,7 +18,9 @@ from typing import Any, Iterable
 
 import yaml
 
-DATASETS = ("synthetic", "ntu60", "ntu120", "kinetics", "ucla")
+from ..registry import DATASETS as _REGISTRY
+
+DATASETS = tuple(_REGISTRY)  # recipe names (configs/<recipe>); the data itself is described by its manifest
 STREAMS = ("joint", "bone", "joint_fused", "bone_fused")
 ARCHS = ("amanet", "msg3d")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -40,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "random_choose": False,
         "random_shift": False,
         "random_move": False,
-        "num_workers": 0,
+        "num_workers": 0,  # DataLoader workers per process; capped to the CPU cores available (logged)
         "limit_train": None,  # use a seeded subset of this many train samples (smoke runs)
         "limit_val": None,
         "holdout_fraction": 0.0,  # keep this part of train out of training; its scores feed ensemble --search
@@ -77,7 +79,8 @@ DEFAULTS: dict[str, Any] = {
         "kernel_backend": "auto",
         "threads": None,  # torch intra-op threads per process; None -> usable cores / local processes
         "deterministic": False,
-        "progress": True,  # tqdm bars on rank 0 when stderr is a terminal
+        "progress": True,  # tqdm bars on rank 0 when stderr is a terminal, else periodic log lines
+        "log_interval_s": 30.0,  # seconds between in-epoch progress lines when there is no bar (0: every step)
         "tensorboard": True,
     },
     "eval": {
@@ -113,7 +116,19 @@ def configs_dir() -> Path:
 def default_config_file(dataset: str) -> Path:
     if dataset not in DATASETS:
         raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
-    return configs_dir() / f"{dataset}.yaml"
+    return configs_dir() / _REGISTRY[dataset].recipe
+
+
+def presets_by_dataset() -> dict[str, list[str]]:
+    """Preset names of each dataset's recipe file (for --help); unreadable files list nothing."""
+    out: dict[str, list[str]] = {}
+    for ds in DATASETS:
+        try:
+            presets = load_yaml(default_config_file(ds)).get("presets") or {}
+        except (OSError, ValueError):
+            presets = {}
+        out[ds] = sorted(presets) if isinstance(presets, dict) else []
+    return out
 
 
 # A config has a few hundred values; an alias bomb ("billion laughs") expands to billions.
@@ -308,35 +323,64 @@ def get_key(cfg: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _epilog() -> str:
+    lines = ["Recipes (--dataset) and their presets (--preset):"]
+    for ds, presets in presets_by_dataset().items():
+        info = _REGISTRY[ds]
+        lines.append(f"  {ds:<10} {info.title}; presets: {', '.join(presets) if presets else 'none'}")
+    lines += [
+        "",
+        "Any config key can be overridden as key=value (values parsed as YAML), e.g.",
+        "  optim.base_lr=0.1 train.epochs=5 model.args.dp_mode=center data.num_workers=4",
+        "See configs/*.yaml for every key. Examples:",
+        "  python train.py                                     # synthetic CPU demo",
+        "  python train.py --dataset ucla --data-root data/ucla --preset cpu",
+        "  python train.py --data-root data/mine               # any prepared folder; recipe from its manifest",
+        "  python train.py --eval-only --checkpoint work_dirs/RUN/best.pt",
+    ]
+    return "\n".join(lines)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
-        description="Train / evaluate AMANet and MS-G3D. With no arguments: the synthetic CPU demo.",
-        epilog="Any config key can be overridden as key=value, e.g. optim.base_lr=0.1 train.epochs=5. "
-        "See configs/*.yaml.",
+        description="Train / evaluate AMANet and MS-G3D on prepared skeleton data. With no arguments: the "
+        "synthetic CPU demo. The network is built from the prepared data's manifest (layout, classes, "
+        "channels); --dataset only picks the training recipe.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", choices=DATASETS, help="picks configs/<dataset>.yaml unless --config is given")
-    p.add_argument("--split", help="benchmark sub-dir of the data root (ntu: xsub/xview/xset)")
-    p.add_argument("--stream", choices=STREAMS)
-    p.add_argument("--arch", choices=ARCHS)
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="training recipe configs/<dataset>.yaml (default: the recipe of the --data-root "
+                   "folder's manifest, else synthetic)")
+    p.add_argument("--split", help="benchmark sub-folder of the data root (" + ", ".join(
+        f"{d.name}: {'|'.join(d.benchmarks)}" for d in _REGISTRY.values() if d.benchmarks) + ")")
+    p.add_argument("--stream", choices=STREAMS, help="input stream (MS-DS): joint, bone, or their fused forms")
+    p.add_argument("--arch", choices=ARCHS, help="amanet (DP+SFEM+TFEM+STFEM) or the msg3d baseline")
     p.add_argument("--config", help="YAML config file (replaces configs/<dataset>.yaml)")
-    p.add_argument("--preset", help="named preset from the config's `presets:` section (e.g. cpu, tiny)")
-    p.add_argument("--data-root", dest="data_root")
-    p.add_argument("--work-dir", dest="work_dir")
+    p.add_argument("--preset", help="named preset from the recipe's `presets:` section (listed below)")
+    p.add_argument("--data-root", dest="data_root",
+                   help="prepared data folder (made by python -m amanet_fast.data.prepare); with --split, "
+                   "DATA_ROOT/<split>. Default: $AMANET_DATA/<dataset> or ./data/<dataset>")
+    p.add_argument("--work-dir", dest="work_dir",
+                   help="output folder (log, checkpoints, results); a rerun resumes from its latest.pt. "
+                   "Default: work_dirs/<dataset>[_<split>]_<arch>_<stream>")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch per optimizer step")
     p.add_argument("--forward-batch-size", dest="forward_batch_size", type=int,
                    help="per-rank micro-batch; gradients are accumulated up to the batch size")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--amp", choices=AMP_MODES)
-    p.add_argument("--device")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--kernel-backend", dest="kernel_backend", choices=("auto", "triton", "eager"))
+    p.add_argument("--epochs", type=int, help="number of training epochs (train.epochs)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto (bf16 on CUDA, off on CPU), bf16, "
+                   "fp16 (CUDA), off (exact fp32)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, help="seed of weights, data order and augmentation")
+    p.add_argument("--kernel-backend", dest="kernel_backend", choices=("auto", "triton", "eager"),
+                   help="attention kernels: auto (Triton on CUDA, eager otherwise), triton, eager")
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="disable torch.compile")
     p.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the val split")
     p.add_argument("--checkpoint", help="checkpoint for --eval-only (model config is taken from it)")
     p.add_argument("--no-resume", action="store_true", help="ignore WORK_DIR/latest.pt")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="any config key, dotted, e.g. optim.base_lr=0.1 (see below)")
     return p
 
 
@@ -416,6 +460,11 @@ def validate(cfg: dict[str, Any]) -> None:
     hf = cfg["data"]["holdout_fraction"]
     if not 0.0 <= hf < 1.0:
         raise ValueError(f"data.holdout_fraction: expected 0 <= f < 1, got {hf}")
+    nw = cfg["data"]["num_workers"]
+    if not isinstance(nw, int) or nw < 0:
+        raise ValueError(f"data.num_workers: expected an integer >= 0, got {nw!r}")
+    if cfg["runtime"]["log_interval_s"] < 0:
+        raise ValueError(f"runtime.log_interval_s: expected >= 0, got {cfg['runtime']['log_interval_s']}")
     cl = cfg["data"]["clip_len"]
     if cl is not None and (not isinstance(cl, int) or cl < 1):
         raise ValueError(f"data.clip_len: expected a positive integer or null, got {cl!r}")

@@ -1,6 +1,8 @@
 """From a resolved config to datasets: where the prepared data lives, the
 synthetic demo's automatic preparation, seeded subsets, and a clear message
-(with the exact prepare command) when real data is missing."""
+(with the exact prepare command) when real data is missing. The prepared
+folder's manifest describes the data (layout, classes, channels): the model is
+built from it, whatever recipe (--dataset) trains it."""
 from __future__ import annotations
 
 import os
@@ -11,14 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-# What the raw data is, for the "missing data" message (SPEC §5).
-_RAW_HINTS = {
-    "ntu60": ("NTU RGB+D 60 .skeleton files",),
-    "ntu120": ("NTU RGB+D 120 .skeleton files (both halves)",),
-    "kinetics": ("Kinetics-Skeleton (kinetics_train/, kinetics_val/ and the label json files)",),
-    "ucla": ("NW-UCLA (all_sqe/ and val_label.pkl)",),
-}
-_DEFAULT_SPLITS = {"ntu60": "xsub", "ntu120": "xsub"}
+from ..data.prepare import cpu_cores
+from ..graphs import SkeletonLayout
+from ..registry import DATASETS, get_dataset
 
 
 class MissingDataError(RuntimeError):
@@ -102,6 +99,75 @@ def check_synthetic_root(cfg: dict[str, Any]) -> None:
         f"whose generator would overwrite it; pass --dataset {kind or 'KIND'} for this data, or a new folder")
 
 
+def fit_num_workers(requested: int, world_size: int = 1) -> tuple[int, str | None]:
+    """DataLoader workers per process that fit the cores: one core per process stays with the main loop."""
+    cap = max(0, cpu_cores() // max(1, world_size) - 1)
+    if requested <= cap:
+        return requested, None
+    return cap, (f"data.num_workers {requested} -> {cap}: {cpu_cores()} CPU cores for {world_size} process(es), "
+                 "one each kept for the training loop")
+
+
+_RAW_MARKERS = (
+    # (how to recognise raw data in a folder, registry dataset it belongs to)
+    (lambda d: any(d.glob("*.skeleton")), "ntu60"),
+    (lambda d: (d / "all_sqe").is_dir(), "ucla"),
+    (lambda d: (d / "kinetics_train").is_dir() or (d / "kinetics_val").is_dir()
+     or any(d.glob("*_label.json")), "kinetics"),
+    (lambda d: any(d.glob("*.pkl")) and not any(d.glob("*_label.pkl")), "custom"),
+)
+
+
+def _outside(raw: Path, out: Path) -> Path:
+    """`out`, unless it would land inside the raw data folder (never write there)."""
+    raw_r, out_r = raw.resolve(), out.resolve()
+    if out_r == raw_r or raw_r in out_r.parents:
+        return raw_r.parent / f"{raw_r.name}_prepared"
+    return out
+
+
+def diagnose_missing(cfg: dict[str, Any], d: Path) -> str | None:
+    """Recognise the usual mistakes behind "no prepared data here"; the fix as text, or None."""
+    from amanet_fast.data import prepare_command as data_prepare_command
+
+    from ..data.io import MANIFEST_NAME
+
+    ds, split = cfg["dataset"], cfg["data"]["split"]
+    info = get_dataset(ds)
+    root = data_root(cfg)
+    if split and info.benchmarks and split not in info.benchmarks:
+        return (f"--split {split!r} is not a {ds} benchmark; use one of: {', '.join(info.benchmarks)}")
+    if split and (root / MANIFEST_NAME).is_file():
+        return (f"{root} is itself a prepared folder (it has {MANIFEST_NAME}); --split looks for DATA_ROOT/{split}: "
+                f"drop --split (pass data.split=null if the recipe sets one) or point --data-root at its parent")
+    if root.is_dir() and not d.exists():
+        found = sorted(p.name for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
+        if found:
+            return (f"{root} has prepared sub-folders {', '.join(found)} but no {split!r}: "
+                    f"pass --split {found[0]}" + (f" (one of {', '.join(found)})" if len(found) > 1 else ""))
+    if split is None and root.is_dir():
+        found = sorted(p.name for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
+        if found:
+            return f"{root} holds prepared benchmarks {', '.join(found)}: pick one with --split {found[0]}"
+    target = d if d.exists() else root
+    if target.is_file() and target.suffix == ".pkl":
+        out = _outside(target.parent, Path("data") / "custom")
+        return (f"{target} is a raw pyskl pickle, not a prepared folder; prepare it first:\n  "
+                + data_prepare_command("custom", out, raw=target) + f"\nthen train with --data-root {out}")
+    if target.is_dir():
+        for looks, raw_ds in _RAW_MARKERS:
+            if looks(target):
+                raw_ds = "ntu120" if raw_ds == "ntu60" and ds == "ntu120" else raw_ds
+                raw_info = DATASETS[raw_ds]
+                bench = (split if split in raw_info.benchmarks else raw_info.default_benchmark)
+                out = _outside(target, Path("data") / raw_ds / bench if bench else Path("data") / raw_ds)
+                return (f"{target} holds raw {raw_info.raw}, not prepared data; prepare it first:\n  "
+                        + data_prepare_command(raw_ds, out, bench, raw=target)
+                        + f"\nthen train with --data-root {out.parent if bench else out}"
+                        + (f" --split {bench}" if bench else ""))
+    return None
+
+
 def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
     """The prepared data dir; prepares the synthetic demo on first use (rank 0 only)."""
     if cfg["dataset"] == "synthetic":
@@ -117,13 +183,18 @@ def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
     if _is_prepared(d):
         return d
     kind = cfg["dataset"]
-    what = _RAW_HINTS.get(kind, ("raw files",))[0]
+    info = get_dataset(kind)
+    hint = diagnose_missing(cfg, d)
+    if hint is not None:
+        raise MissingDataError(f"prepared data not found in {d}: {hint}")
     split_note = ""
-    if kind in _DEFAULT_SPLITS and not cfg["data"]["split"]:
-        split_note = f"\n(NTU has several benchmarks: pass --split xsub|xview|xset; e.g. --split {_DEFAULT_SPLITS[kind]})"
+    if info.benchmarks and not cfg["data"]["split"]:
+        split_note = (f"\n({info.title} has several benchmarks: pass --split {'|'.join(info.benchmarks)}; "
+                      f"e.g. --split {info.default_benchmark})")
     raise MissingDataError(
-        f"prepared {kind} data not found in {d.resolve()} (expected train/val _data_joint.npy and _label.pkl).\n"
-        f"Prepare it once from the {what} with:\n"
+        f"prepared {kind} data not found in {d.resolve()} (expected manifest.json, train/val _data_joint.npy "
+        f"and _label.pkl).\n"
+        f"Prepare it once from the {info.raw} with:\n"
         f"  {prepare_command(cfg)}\n"
         f"then run again, or pass --data-root DIR pointing at prepared data.{split_note}"
     )
@@ -145,6 +216,9 @@ class DataBundle:
     num_joints: int = 25
     class_names: list[str] = field(default_factory=list)
     directory: Path | None = None
+    layout: SkeletonLayout | None = None   # from the manifest: the model is built for it
+    coord_dims: int = 3
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def _subset_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -157,6 +231,42 @@ def _names_labels(ds: Any, idx: Sequence[int]) -> tuple[list[str], np.ndarray]:
     names = [str(ds.sample_names[i]) for i in idx]
     labels = np.asarray([int(ds.labels[i]) for i in idx], dtype=np.int64)
     return names, labels
+
+
+def model_kwargs(cfg: dict[str, Any], data: "DataBundle") -> dict[str, Any]:
+    """build_model overrides: what the data is (manifest), then the recipe's model.args and runtime."""
+    from ..graphs import get_layout
+
+    from_data = dict(num_class=data.num_classes, in_channels=data.in_channels, num_person=data.num_person,
+                     layout=data.layout, coord_dims=data.coord_dims)
+    args = dict(cfg["model"]["args"])
+    for key, value in from_data.items():
+        if key not in args or value is None:
+            continue
+        given = get_layout(args[key]) if key == "layout" else args[key]
+        if given != value:
+            shown = value.name if key == "layout" else value
+            raise ValueError(f"model.args.{key}={args[key]!r} contradicts the prepared data in {data.directory} "
+                             f"({key} {shown!r} from its manifest); drop the override: the model is built "
+                             "from the data")
+    kwargs = {k: v for k, v in from_data.items() if v is not None}
+    kwargs.update(stream=cfg["data"]["stream"], kernel_backend=cfg["runtime"]["kernel_backend"])
+    kwargs.update(args)
+    return kwargs
+
+
+def describe_data(cfg: dict[str, Any], data: "DataBundle", world_size: int = 1) -> list[str]:
+    """Log lines saying what the data is (from its manifest) and how it is loaded."""
+    lines = []
+    _, note = fit_num_workers(int(cfg["data"]["num_workers"]), world_size)
+    if note:
+        lines.append(note)
+    lay = data.layout
+    if lay is not None:
+        lines.append(f"data layout: {lay.name} ({lay.num_joints} joints, center {lay.center}, root {lay.root}, "
+                     f"{len(lay.parts)} DP parts) | channels {'/'.join(data.manifest.get('channels') or []) or '?'} "
+                     f"| recipe {cfg['dataset']}")
+    return lines
 
 
 def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
@@ -189,13 +299,11 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
 
     val_names, val_labels = _names_labels(val_full, val_idx)
     x0 = val_full[int(val_idx[0])][0]
+    from amanet_fast.data.manifest import manifest_classes, manifest_coord_dims
+
     num_classes = int(val_full.num_classes)
-    manifest = getattr(val_full, "manifest", None) or {}
-    classes = manifest.get("classes") if isinstance(manifest, dict) else None
-    if isinstance(classes, list) and len(classes) == num_classes:
-        class_names = [str(c) if c is not None else str(i) for i, c in enumerate(classes)]
-    else:
-        class_names = [str(i) for i in range(num_classes)]
+    manifest = val_full.manifest
+    class_names = manifest_classes(manifest)
     return DataBundle(
         train=train_full if len(train_idx) == len(train_full) else Subset(train_full, train_idx.tolist()),
         val=val_full if len(val_idx) == len(val_full) else Subset(val_full, val_idx.tolist()),
@@ -211,4 +319,7 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
         num_joints=int(x0.shape[2]),
         class_names=class_names,
         directory=directory,
+        layout=val_full.layout,
+        coord_dims=manifest_coord_dims(manifest),
+        manifest=manifest,
     )

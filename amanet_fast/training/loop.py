@@ -29,11 +29,14 @@ from torch.utils.data.distributed import DistributedSampler
 from . import config as C
 from . import hardware
 from ..atomic import write_json_atomic, write_pickle_atomic, write_text_atomic
-from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .data import DataBundle, build_datasets, check_synthetic_root, ensure_data
+from .checkpoint import (CheckpointError, capture_rng_state, check_matches_data, load_checkpoint, model_record,
+                         rebuild_model, restore_rng_state, save_checkpoint)
+from .data import (DataBundle, build_datasets, check_synthetic_root, describe_data, ensure_data, fit_num_workers,
+                   model_kwargs)
 from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object, cleanup, gather_objects, init_distributed, shard
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
 from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv, write_sample_outputs
+from .progress import StepReporter
 from .workdir import SignalGuard, Terminated, WorkDirBusyError, WorkDirLock, remove_stale_temp_files
 
 ModelFactory = Callable[[dict, DataBundle], nn.Module]
@@ -90,12 +93,10 @@ def resolved_kernel_backend(requested: str, device: torch.device) -> str:
 
 
 def default_model_factory(cfg: dict, data: DataBundle) -> nn.Module:
+    """The network for the prepared data: layout, classes and channels from its manifest, the rest from the recipe."""
     from amanet_fast import build_model
 
-    kwargs = dict(num_class=data.num_classes, in_channels=data.in_channels, num_person=data.num_person,
-                  stream=cfg["data"]["stream"], kernel_backend=cfg["runtime"]["kernel_backend"])
-    kwargs.update(cfg["model"]["args"])
-    return build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
+    return build_model(cfg["model"]["arch"], cfg["dataset"], **model_kwargs(cfg, data))
 
 
 def lr_factor(epoch: int, steps: Sequence[int], gamma: float, warmup_epochs: int) -> float:
@@ -119,7 +120,7 @@ def _loader(ds: Dataset, batch_size: int, cfg: dict, ctx: DistContext, *, sample
             drop_last=False) -> tuple[DataLoader, torch.Generator]:
     gen = torch.Generator()
     gen.manual_seed(int(cfg["seed"]))
-    nw = int(cfg["data"]["num_workers"])
+    nw, _ = fit_num_workers(int(cfg["data"]["num_workers"]), ctx.world_size)
     loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
                         num_workers=nw, pin_memory=ctx.device.type == "cuda", generator=gen,
                         worker_init_fn=_seed_worker if nw > 0 else None, persistent_workers=False)
@@ -220,6 +221,8 @@ class Run:
         directory = ensure_data(self.cfg, self.ctx.is_main) if (self.ctx.is_main or self.cfg["dataset"] != "synthetic") else None
         directory = broadcast_object(self.ctx, str(directory) if directory is not None else None)
         data = build_datasets(self.cfg, Path(directory))
+        for line in describe_data(self.cfg, data, self.ctx.world_size):
+            self.log.info("%s", line)
         self.log.info("data: %s | train %d, val %d%s samples | %d classes | input (C=%d, T=%d, V=%d, M=%d) | stream %s",
                       directory, len(data.train), len(data.val),
                       f", holdout {len(data.holdout)}" if data.holdout is not None else "",
@@ -240,7 +243,7 @@ class Run:
                       f"{n_params:,}", memory_format)
         model_cfg = getattr(model, "config", None)
         if hasattr(model_cfg, "to_dict"):
-            self.log.info("model config: %s", model_cfg.to_dict())
+            self.log.info("model config: %s", {**model_cfg.to_dict(), "layout": model_cfg.layout.name})
         return model
 
     def load_weights(self, model: nn.Module, state: dict[str, Any], checkpoint: Path) -> None:
@@ -436,6 +439,7 @@ class Training:
         latest, ctx = self.latest, self.ctx
         state = load_checkpoint(latest, map_location="cpu")
         changed = _check_resume_compatible(state["config"], self.cfg, latest)
+        check_matches_data(state, latest, self.data.layout, self.data.num_classes, self.data.directory)
         self.run.load_weights(self.model, state, latest)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -533,6 +537,8 @@ class Training:
         tot_correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
         tot_n = 0
         bar = run._progress(loader, f"epoch {epoch + 1}/{self.epochs}")
+        reporter = StepReporter(self.log, ctx.is_main and bar is loader, cfg["runtime"]["log_interval_s"], epoch,
+                                self.epochs, steps_per_epoch)
         for step, (x, y, _) in enumerate(bar):
             x = x.to(ctx.device, non_blocking=True).float()
             y = y.to(ctx.device, non_blocking=True).long()
@@ -568,6 +574,7 @@ class Training:
             tot_n += int(step_stats[2])
             if bar is not loader:
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.4g}")
+            reporter.step(step, int(step_stats[2]), step_loss)
             if run.writer is not None:
                 run.writer.scalar("train/loss_step", step_loss, epoch * steps_per_epoch + step)
         self.scheduler.step()
@@ -619,6 +626,7 @@ class Training:
                 "sampler": {"seed": int(cfg["seed"]), "epoch": done, "shuffle": True},
                 "config": cfg, "best_top1": run.best_top1, "best_epoch": run.best_epoch,
                 "results": self.last_results,
+                **model_record(self.model, self.data.layout, self.data.class_names, self.data.manifest.get("channels")),
             }
             with run.guard.critical():
                 save_checkpoint(self.latest, state)
@@ -751,7 +759,11 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *
             run = Run(cfg, ctx, work_dir, argv, model_factory, guard)
             try:
                 data = run.load_data()
-                model = run.build_model(data)
+                check_matches_data(state, checkpoint, data.layout, data.num_classes, data.directory)
+                # Exactly the trained network (its stored model_config), whatever the recipe would build today.
+                model = (rebuild_model(state, cfg["runtime"]["kernel_backend"], run.log, cfg, checkpoint)
+                         if model_factory is None else None)
+                model = model.to(ctx.device) if model is not None else run.build_model(data)
                 run.load_weights(model, state, Path(checkpoint))
                 run.open_work_dir("evaluation")
                 run.log.info("checkpoint: %s (epoch %d)", checkpoint, int(state["epoch"]))

@@ -272,7 +272,7 @@ def test_pyskl_nan_and_joint_count(shared_data: Path, tmp_path: Path, capsys) ->
     nan_kp[0, 5, 3, 1] = np.nan
     cases = (("nan", dict(ann, keypoint=nan_kp), "non-finite"),
              ("v16", dict(ann, keypoint=ann["keypoint"][:, :, :16], keypoint_score=ann["keypoint_score"][:, :, :16]),
-              "wrong joint count 16"))
+              "16 joints (2D): which joint is which cannot be told from the count; pass --layout"))
     for name, bad, expect in cases:
         f = tmp_path / f"{name}.pkl"
         with open(f, "wb") as fh:

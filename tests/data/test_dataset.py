@@ -22,7 +22,7 @@ def demo(tmp_path_factory) -> Path:
 
 def test_items_and_attributes(demo: Path) -> None:
     ds = SkeletonDataset(demo, "val")
-    assert len(ds) == 12 and ds.num_classes == 6 and ds.layout == "openpose18"
+    assert len(ds) == 12 and ds.num_classes == 6 and ds.layout.name == "openpose18"
     assert ds.manifest["kind"] == "synthetic" and len(ds.sample_names) == 12
     x, label, index = ds[4]
     assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and tuple(x.shape) == (3, 300, 18, 2)
@@ -131,5 +131,5 @@ def test_real_ntu_dataset_bone(shared_data: Path, tmp_path: Path) -> None:
     assert run_prepare("ntu60", "--split", "xsub", "--raw", shared_data / "ntu_raw", "--out", out) == 0
     ds = SkeletonDataset(out, "val", stream="bone")
     x, label, _ = ds[0]
-    assert tuple(x.shape) == (3, 300, 25, 2) and ds.layout == "ntu25" and label == 2
+    assert tuple(x.shape) == (3, 300, 25, 2) and ds.layout.name == "ntu25" and label == 2
     assert not x[:, :, 20].any()  # spine shoulder is the NTU bone root

@@ -40,7 +40,7 @@ def test_four_real_clips(shared_data: Path, tmp_path: Path) -> None:
     for i, name in enumerate(names):
         np.testing.assert_allclose(data[i], _reference_clip(raw / name), atol=1e-6)
     m = manifest(out)
-    assert m["layout"] == "openpose18" and m["num_classes"] == 400 and m["counts"] == {"val": 4}
+    assert m["layout"]["name"] == "openpose18" and m["num_classes"] == 400 and m["counts"] == {"val": 4}
     assert m["classes"][166] == "javelin throw"
     assert not (out / "train_data_joint.npy").exists()  # absent raw split is not produced
 

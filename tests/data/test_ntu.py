@@ -29,7 +29,7 @@ def test_xsub_split_and_reference(shared_data: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref, atol=1e-3)
     assert np.abs(got - ref).max() < 1e-5  # in fact float32 noise
     m = manifest(out)
-    assert m["kind"] == "ntu60" and m["split"] == "xsub" and m["layout"] == "ntu25"
+    assert m["kind"] == "ntu60" and m["split"] == "xsub" and m["layout"]["name"] == "ntu25"
     assert m["counts"] == {"train": 5, "val": 2} and m["num_classes"] == 60 and m["num_channels"] == 3
     assert m["classes"][0] == "drink water"  # label_map_ntu60.txt next to the raw files
     assert m["skipped"] == [] and m["dropped_frames"] == {"train": 0, "val": 0}

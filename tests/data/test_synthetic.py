@@ -20,7 +20,7 @@ def synth_dir(tmp_path_factory) -> Path:
 
 def test_prepared_by_the_kinetics_path(synth_dir: Path) -> None:
     m = manifest(synth_dir)
-    assert m["kind"] == "synthetic" and m["layout"] == "openpose18" and m["channels"] == ["x", "y", "score"]
+    assert m["kind"] == "synthetic" and m["layout"]["name"] == "openpose18" and m["channels"] == ["x", "y", "score"]
     assert m["classes"] == list(ACTIONS) and m["num_classes"] == 6
     assert m["counts"] == {"train": 60, "val": 30}
     assert m["synthetic"]["seed"] == 0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amanet_fast.graphs import LAYOUTS
+
 from .helpers import load_prepared, manifest, run_prepare
 
 
@@ -14,7 +16,7 @@ def test_nw_ucla_standard_split(shared_data: Path, tmp_path: Path) -> None:
     assert run_prepare("ucla", "--raw", shared_data / "nw_ucla", "--out", out, "--workers", "2") == 0
     m = manifest(out)
     assert m["counts"] == {"train": 1020, "val": 464}
-    assert m["layout"] == "ucla20" and m["num_classes"] == 10
+    assert m["layout"] == LAYOUTS["ucla20"].to_dict() and m["num_classes"] == 10
     val, names, labels = load_prepared(out, "val")
     assert val.shape == (464, 3, 300, 20, 2)
     assert all(n.endswith("_v03") for n in names)
@@ -34,7 +36,7 @@ def test_pyskl_single_annotation(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "pyskl"
     assert run_prepare("pyskl", "--raw", src, "--out", out) == 0
     m = manifest(out)
-    assert m["layout"] == "coco17" and m["channels"] == ["x", "y", "score"] and m["counts"] == {"train": 1}
+    assert m["layout"]["name"] == "coco17" and m["channels"] == ["x", "y", "score"] and m["counts"] == {"train": 1}
     data, names, labels = load_prepared(out, "train")
     assert data.shape == (1, 3, 300, 17, 2) and names == ["v_ApplyEyeMakeup_g01_c01"] and labels == [0]
     with open(src, "rb") as f:

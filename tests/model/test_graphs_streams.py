@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from amanet_fast.graphs import (
-    DATASET_LAYOUT,
     LAYOUTS,
     get_layout,
     k_adjacency,
@@ -36,8 +35,11 @@ def test_layout_is_consistent(name):
 
 
 def test_dataset_layouts_and_ntu_bones_match_msg3d():
-    assert DATASET_LAYOUT == {"ntu60": "ntu25", "ntu120": "ntu25", "kinetics": "openpose18",
-                              "ucla": "ucla20", "synthetic": "openpose18"}
+    from amanet_fast.registry import DATASETS
+
+    assert {k: d.layout for k, d in DATASETS.items()} == {
+        "ntu60": "ntu25", "ntu120": "ntu25", "kinetics": "openpose18", "ucla": "ucla20", "synthetic": "openpose18",
+        "custom": None}
     ntu = get_layout("ntu25")
     # MS-G3D's NTU bone pairs (1-based (child, parent)): a few that BFS could get wrong.
     for child, parent in [(22, 23), (23, 8), (24, 25), (25, 12), (1, 2), (2, 21), (13, 1)]:

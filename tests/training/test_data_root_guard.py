@@ -20,7 +20,9 @@ def test_demo_refuses_a_foreign_data_root(tmp_path, capsys, content):
     else:
         (root / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in root.iterdir()}
-    rc, err = run_cli([*TINY, "--work-dir", str(tmp_path / "wd"), "--data-root", str(root)], capsys)
+    # --dataset synthetic: without it, --data-root picks the recipe of the folder's manifest (issue 11).
+    rc, err = run_cli([*TINY, "--dataset", "synthetic", "--work-dir", str(tmp_path / "wd"), "--data-root", str(root)],
+                      capsys)
     lines = [l for l in err.splitlines() if l.strip()]
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("train.py: error: data.root ") and str(root) in lines[0]
