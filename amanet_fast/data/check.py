@@ -276,7 +276,7 @@ def check_raw(args: argparse.Namespace) -> CheckReport:
     args.skip_bad = True  # collect every problem instead of stopping at the first
     if args.kind == "synthetic":
         raise DataFormatError("synthetic data is generated, there is no raw input to check")
-    if args.kind in ("ntu60", "ntu120") and (not args.split or args.split == "all"):
+    if args.kind in ("ntu60", "ntu120") and (args.split is None or args.split == "all"):
         raise DataFormatError(f"--split is required to check {args.kind} raw data (one benchmark at a time)")
     try:
         plan = make_plan(args)

@@ -282,7 +282,7 @@ def prepare(args: argparse.Namespace, command: str | None = None) -> Path:
             num_train=args.num_train if args.num_train is not None else DEFAULT_NUM_TRAIN,
             num_val=args.num_val if args.num_val is not None else DEFAULT_NUM_VAL,
             raw_dir=args.raw, workers=args.workers, command=command)
-    if args.kind in ("ntu60", "ntu120") and args.raw is not None and (not args.split or args.split == "all"):
+    if args.kind in ("ntu60", "ntu120") and args.raw is not None and (args.split is None or args.split == "all"):
         from .ntu import prepare_ntu_benchmarks  # parse once, write OUT/<benchmark>/ for each
 
         written = prepare_ntu_benchmarks(args.raw, args.kind, args.out, ignore_list=args.ignore_list,
@@ -316,7 +316,7 @@ def make_plan(args: argparse.Namespace) -> DatasetPlan:
                               f"data.pad replays them at load time)")
     if kind in ("ntu60", "ntu120"):
         from .ntu import plan_ntu
-        if not args.split or args.split == "all":  # prepare() writes every benchmark from one parse instead
+        if args.split is None or args.split == "all":  # prepare() writes every benchmark from one parse instead
             raise DataFormatError(f"--split is required here for {kind} ({'|'.join(DATASETS[kind].benchmarks)})")
         plan = plan_ntu(args.raw, kind, args.split, problems, ignore_list=args.ignore_list, pad=args.pad or "replay")
     elif kind == "kinetics":

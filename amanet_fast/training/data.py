@@ -81,10 +81,9 @@ def check_synthetic_root(cfg: dict[str, Any]) -> None:
     if not root.is_dir():
         raise MissingDataError(f"data.root {root}: expected a folder for the synthetic demo data, found a file")
     if (root / MANIFEST_NAME).is_file():
-        try:
-            manifest = read_manifest(root)
-        except (OSError, ValueError, DataFormatError):
-            manifest = None  # damaged or foreign: not the demo's either, so refused below
+        # A damaged manifest is reported as such (its error names the file and the field): whether
+        # the folder is the demo's cannot be told from it, and nothing is written either way.
+        manifest = read_manifest(root)
         kind = manifest.get("kind") if isinstance(manifest, dict) else None
         if kind == "synthetic":
             return
