@@ -368,7 +368,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-batch-size", dest="forward_batch_size", type=int,
                    help="per-rank micro-batch; gradients are accumulated up to the batch size")
     p.add_argument("--epochs", type=int, help="number of training epochs (train.epochs)")
-    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto (bf16 on CUDA, off on CPU), bf16, "
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else off), bf16, "
                    "fp16 (CUDA), off (exact fp32)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, help="seed of weights, data order and augmentation")

@@ -236,8 +236,7 @@ class Run:
         except (TypeError, ValueError) as err:  # a bad model.args value or name, before anything is written
             raise ValueError(f"model.args: the {self.cfg['model']['arch']} model cannot be built with "
                              f"{self.cfg['model']['args']}: {err}") from None
-        model = model.to(self.ctx.device)
-        memory_format = hardware.prepare_model(model, self.ctx.device, self.precision.dtype)
+        model, memory_format = self.place_model(model)
         n_params = sum(p.numel() for p in model.parameters())
         self.log.info("model: %s (%s) with %s parameters, %s", self.cfg["model"]["arch"], type(model).__name__,
                       f"{n_params:,}", memory_format)
@@ -245,6 +244,12 @@ class Run:
         if hasattr(model_cfg, "to_dict"):
             self.log.info("model config: %s", {**model_cfg.to_dict(), "layout": model_cfg.layout.name})
         return model
+
+    def place_model(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """Device and memory format, the same for training and --eval-only (bf16 numerics
+        depend on the format, so an evaluation must place the model as training did)."""
+        model = model.to(self.ctx.device)
+        return model, hardware.prepare_model(model, self.ctx.device, self.precision.dtype)
 
     def load_weights(self, model: nn.Module, state: dict[str, Any], checkpoint: Path) -> None:
         try:
@@ -763,7 +768,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *
                 # Exactly the trained network (its stored model_config), whatever the recipe would build today.
                 model = (rebuild_model(state, cfg["runtime"]["kernel_backend"], run.log, cfg, checkpoint)
                          if model_factory is None else None)
-                model = model.to(ctx.device) if model is not None else run.build_model(data)
+                model = run.place_model(model)[0] if model is not None else run.build_model(data)
                 run.load_weights(model, state, Path(checkpoint))
                 run.open_work_dir("evaluation")
                 run.log.info("checkpoint: %s (epoch %d)", checkpoint, int(state["epoch"]))

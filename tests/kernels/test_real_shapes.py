@@ -117,9 +117,14 @@ def test_model_shapes_cover_every_kernel_path():
     assert {s.J for s in shapes} == {25, 18, 20}
     assert {s.size for s in _window_shapes()} == {1, 3, 5}
     assert _group_shapes() and {s.H for s in _group_shapes()} == {1}  # FF: the frame's whole J*C is one token
-    paths = {(s.size, wa_module._launch_config(torch.float32, s.size, s.J, s.D).bwd_chunks_outer)
-             for s in _window_shapes()}
-    assert paths == {(1, False), (3, False), (3, True), (5, True)}
+    # Backward paths: window 1 is frame-local, windows 3 and 5 slide along T; each with one
+    # head-dim pass (fp16, D = 12) and several (fp32 always, fp16 at D = 24).
+    paths = set()
+    for dtype in (torch.float32, torch.float16):
+        for s in _window_shapes():
+            cfg = wa_module._launch_config(dtype, s.size, s.J, s.D)
+            paths.add((s.size, cfg.bwd_frame_local, -(-s.D // cfg.block_d) == 1))
+    assert paths == {(w, w == 1, one_pass) for w in (1, 3, 5) for one_pass in (False, True)}
     # Every FF shape spans several feature chunks (the case that was wrong before).
     for s in _group_shapes():
         assert s.J * s.D > fga_module.launch_config(s.size, s.J * s.D, backward=False).block_f

@@ -171,7 +171,7 @@ def test_data_root_mistakes_print_the_fixing_command(shared_data, coco_prepared,
 
 
 def test_fix_never_writes_into_the_raw_folder(shared_data, monkeypatch, capsys):
-    raw = shared_data / "nw_ucla"
+    raw = (shared_data / "nw_ucla").resolve()  # the fix names the resolved folders
     monkeypatch.chdir(raw)  # ./data/ucla would land inside the raw data
     rc, err = run_cli(["--data-root", str(raw)], capsys)
     assert rc == 2 and f"--raw {raw} --out {raw.parent / 'nw_ucla_prepared'}" in err

@@ -28,7 +28,9 @@ def _train(data: Path, work_dir: Path, stream: str) -> None:
     from amanet_fast.training.cli import main
 
     rc = main(["--preset", "tiny", f"data.synthetic.num_train={NUM_TRAIN}", f"data.synthetic.num_val={NUM_VAL}",
-               "runtime.threads=1", "runtime.tensorboard=false", "--work-dir", str(work_dir),
+               # fp32 evaluation: predict runs in fp32, and its scores are compared with these to 2e-6
+               # (the CPU default, bf16 autocast where native, would differ by bf16 rounding).
+               "runtime.threads=1", "runtime.tensorboard=false", "--amp", "off", "--work-dir", str(work_dir),
                f"data.root={data}", "--stream", stream])
     assert rc == 0 and (work_dir / "latest.pt").is_file()
 
