@@ -19,7 +19,7 @@ RESULT_KEYS = {"top1", "top5", "mean_class_acc", "epoch", "dataset", "stream", "
 @pytest.mark.slow
 def test_demo_command_end_to_end(synthetic_root, tmp_path):
     wd = tmp_path / "demo"
-    proc = run_subprocess(["train.py", *tiny_args(synthetic_root, wd, "runtime.tensorboard=true")])
+    proc = run_subprocess(["train.py", *tiny_args(synthetic_root, wd, "runtime.tensorboard=true", "runtime.threads=1")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((wd / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
     res = json.loads((wd / "results.json").read_text())
