@@ -8,12 +8,7 @@ Peers (one benchmark group per case, so ratios read off the group table and the
 "peer ratios" summary that benchmarks/conftest.py prints and saves):
   triton   kernels.* with backend="triton"                      (CUDA only)
   eager    the eager reference (backend="eager")
-  sdpa     F.scaled_dot_product_attention on unfolded windows with a float bias
-           (window_attention) / on (B*H, G, g, J*D) frame groups with a boolean
-           mask for the short last group (frame_group_attention)
-  flex     FlexAttention on unfolded windows, score_mod looks the bias up
-           (window_attention; CUDA only: FlexAttention has no CPU backward)
-  compile  torch.compile of the eager reference
+  sdpa, flex, compile   described in benchmarks/peers.py, where they are defined
 
 On CPU the shapes are small (the CPU peers only, minutes in total); on CUDA they
 are the model's own per-block problems (read off build_model by
