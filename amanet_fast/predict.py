@@ -26,7 +26,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -412,20 +412,31 @@ def run(args: argparse.Namespace) -> list[Prediction]:
     return preds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_cli(parser: argparse.ArgumentParser, run_fn: Callable[[argparse.Namespace], Any],
+            show: Callable[[argparse.Namespace, Any], None], argv: Sequence[str] | None) -> int:
+    """The shape of the trained-model CLIs (predict, visualize): a user mistake is one
+    `error:` line and exit 2, a result is shown and exits 0."""
     from .training.checkpoint import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        preds = run(args)
+        result = run_fn(args)
     except (DataFormatError, CheckpointError, PredictError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    show(args, result)
+    return 0
+
+
+def _show_predictions(args: argparse.Namespace, preds: list) -> None:
     print(format_predictions(preds))
     if args.json:
         log.info("predictions written to %s", args.json)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), run, _show_predictions, argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from .data.errors import DataFormatError
 from .graphs import normalize_adjacency
-from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file
+from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file, run_cli
 
 __all__ = ["AttentionMaps", "attention_maps", "load_sample", "plot_attention", "main"]
 
@@ -348,19 +348,13 @@ def run(args: argparse.Namespace) -> list[Path]:
     return files
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .training.checkpoint import CheckpointError
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
-    try:
-        files = run(args)
-    except (DataFormatError, CheckpointError, PredictError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _show_files(_args: argparse.Namespace, files: list[Path]) -> None:
     for f in files:
         print(f)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), run, _show_files, argv)
 
 
 if __name__ == "__main__":
