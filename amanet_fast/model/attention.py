@@ -119,7 +119,15 @@ class JointFeatures(nn.Module):
         # contiguous anyway, and inductor (torch 2.13) returns a wrongly shaped result for
         # 5D SDPA inputs with these permuted strides (tests/model/test_backends.py).
         q, k, val = (parts[:, i].permute(0, 1, 4, 3, 2).reshape(n, h * v, t, d) for i in range(3))
-        out = F.scaled_dot_product_attention(q, k, val).view(n, h, v, t, d)
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # ATen's CPU flash-attention backward is 4-9x slower in bf16 than in fp32 at JF's
+            # shapes (T x T scores, head dim 24) on AVX-512 BF16; the fp32 pass costs less than that.
+            # CPU autocast lists SDPA as a bf16 op, so it has to be switched off around the call.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), val.float()).to(q.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, val)
+        out = out.view(n, h, v, t, d)
         y = x + out.permute(0, 1, 4, 3, 2).reshape(n, c, t, v)
         y = F.pad(y, (0, 0, *self.pad))
         return F.relu(self.bn(self.conv(y)))

@@ -15,6 +15,11 @@ Four levers, measured on the 2-core AVX-512 BF16 development machine with
   per AMANet step at N=2, T=64): convs then run oneDNN's NHWC kernels. Not
   with fp32, so that `amp: off` is exactly the plain fp32 NCHW model.
 - intra-op threads: the usable cores divided among the processes of this node.
+
+One more lives in the model (model/attention.py, JointFeatures): under CPU bf16 autocast JF's
+T x T attention is computed in fp32, because ATen's bf16 flash-attention backward on the CPU is
+several times slower than its fp32 one at those shapes (A/B in one process, autocast on,
+2 threads: full NTU AMANet N=4 T=64 step 0.964 -> 0.883 s; demo model 1 thread 0.470 -> 0.422 s).
 """
 from __future__ import annotations
 
