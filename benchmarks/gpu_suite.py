@@ -763,22 +763,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sections(text: str) -> tuple[str, ...]:
+def _comma_subset(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in SECTIONS]
+    bad = [n for n in names if n not in allowed]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(SECTIONS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
     return names
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    return _comma_subset(text, SECTIONS)
 
 
 def _datasets(text: str) -> tuple[str, ...]:
     from amanet_fast.model.build import DATASETS
 
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in DATASETS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(DATASETS)}, got {text!r}")
-    return names
+    return _comma_subset(text, DATASETS)
 
 
 def _non_negative(text: str) -> int:
