@@ -5,8 +5,15 @@ The allocator setting is process-wide, so each side runs in its own worker proce
 baseline with AMANET_KEEP_MALLOC=1, i.e. glibc as it comes); both build the same model from
 the same seed and the parent alternates their rounds, so load drift on a shared machine hits
 both alike. Reported per side: median samples/s over rounds with min-max, the median of the
-per-round paired ratios, thread CPU time per step and minor page faults per step. The last
-line is `... ratio R.RRx`. Results go to benchmarks/results/cpu_step_<time>_<arch>.json.
+per-round paired ratios, thread CPU time per step and minor page faults per step.
+
+Beside the step it measures what the CPU allows: the throughput of one compute-bound op (a 1x1
+conv, 512 -> 512 channels over 16 x 32 x 25 positions, oneDNN) in fp32 NCHW (the baseline's
+layout), fp32 channels-last (oneDNN's best fp32) and bf16 channels-last, at the same thread
+count. bf16 / best-fp32 is the most that a precision switch can give a compute-bound step on
+this machine; a step ratio above it has to come from the baseline's slower paths (NCHW, the
+allocator). The last line is `... ratio R.RRx`. Results go to
+benchmarks/results/cpu_step_<time>_<arch>.json.
 """
 from __future__ import annotations
 
@@ -72,6 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- worker
 
+PEAK_SHAPE = (16, 512, 32, 25)  # (N, C, T, V): C -> C 1x1 conv, a block-3-sized GEMM
+
+
+def conv_peaks(reps: int = 7) -> dict[str, float]:
+    """GFLOP/s of a C -> C 1x1 conv (median of `reps`) per precision and layout, at the current threads."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, t, v = PEAK_SHAPE
+    flops = 2 * n * t * v * c * c
+    gen = torch.Generator().manual_seed(0)
+    out: dict[str, float] = {}
+    for name, dtype, fmt in (("fp32_nchw", torch.float32, torch.contiguous_format),
+                             ("fp32_channels_last", torch.float32, torch.channels_last),
+                             ("bf16_channels_last", torch.bfloat16, torch.channels_last)):
+        x = torch.randn(n, c, t, v, generator=gen).to(dtype).contiguous(memory_format=fmt)
+        w = torch.randn(c, c, 1, 1, generator=gen).to(dtype).contiguous(memory_format=fmt)
+        times = []
+        for i in range(reps + 2):
+            t0 = time.perf_counter()
+            F.conv2d(x, w)
+            if i >= 2:  # two warm-ups: primitive creation, first touch
+                times.append(time.perf_counter() - t0)
+        out[name] = flops / statistics.median(times) / 1e9
+    return out
+
+
 def _worker(args: argparse.Namespace) -> None:
     """Build one side, then answer `run` lines on stdin with one JSON line of timings each."""
     import torch
@@ -110,6 +144,9 @@ def _worker(args: argparse.Namespace) -> None:
             "params": sum(p.numel() for p in model.parameters())}
     print(json.dumps(info), flush=True)
     for line in sys.stdin:
+        if line.strip() == "peaks":
+            print(json.dumps(conv_peaks()), flush=True)
+            continue
         if line.strip() != "run":
             break
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -165,6 +202,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 procs[side].stdin.write("run\n")
                 procs[side].stdin.flush()
                 rounds[side].append(_read(procs[side], side))
+        assert procs["defaults"].stdin is not None
+        procs["defaults"].stdin.write("peaks\n")
+        procs["defaults"].stdin.flush()
+        peaks = _read(procs["defaults"], "defaults")
     finally:
         for proc in procs.values():
             if proc.stdin is not None and not proc.stdin.closed:
@@ -184,6 +225,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "paired_ratio_median": statistics.median(paired), "paired_ratio_min": min(paired),
         "paired_ratio_max": max(paired),
         "thread_cpu_ratio_median": statistics.median(paired_cpu),
+        "conv_peak_gflops": peaks,
+        "conv_peak_bf16_over_best_fp32": peaks["bf16_channels_last"] / max(peaks["fp32_nchw"],
+                                                                             peaks["fp32_channels_last"]),
     }
 
 
@@ -217,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  paired per-round ratio: median {payload['paired_ratio_median']:.2f}x "
           f"(min {payload['paired_ratio_min']:.2f}, max {payload['paired_ratio_max']:.2f}); "
           f"thread-CPU ratio {payload['thread_cpu_ratio_median']:.2f}x")
+    pk = payload["conv_peak_gflops"]
+    print(f"  compute ceiling (1x1 conv {PEAK_SHAPE[1]}->{PEAK_SHAPE[1]}, oneDNN): fp32 NCHW {pk['fp32_nchw']:.0f}, "
+          f"fp32 channels-last {pk['fp32_channels_last']:.0f}, bf16 channels-last {pk['bf16_channels_last']:.0f} "
+          f"GFLOP/s; bf16 / best fp32 {payload['conv_peak_bf16_over_best_fp32']:.2f}x")
     if not args.no_save:
         print(f"  results written to {save(payload, Path(args.results_dir))}")
     print(f"cpu_step {shape}: defaults {d['samples_per_s_median']:.3f} samples/s, fp32 eager "

@@ -19,7 +19,6 @@ extra call (CUDA); on CPU it is not measured (None, see extra_info["note"]).
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -86,23 +85,12 @@ def _compiled_reference(op: str):
     return compiled_reference(op)
 
 
-def _inductor_cpu_window_backward_is_safe() -> bool:
-    # torch 2.13 (+cpu) inductor: the compiled backward of the unfold-based
-    # window reference corrupts the heap and kills the process (segfault /
-    # "corrupted size vs. prev_size"); repro in docs/kernels.md. Opt back in
-    # with AMANET_BENCH_COMPILE_CPU_WINDOW_BWD=1 on a fixed torch.
-    return os.environ.get("AMANET_BENCH_COMPILE_CPU_WINDOW_BWD", "0") == "1"
-
-
 def build_peer(case: Case, peer: str, mode: str):
     """Returns fn(q, k, v, bias) -> out, or calls pytest.skip with the reason."""
     if peer == "triton" and not CUDA:
         pytest.skip("Triton peer needs CUDA (the CPU interpreter is a test tool, not a benchmark)")
     if peer == "flex" and not CUDA:
         pytest.skip("FlexAttention has no CPU backward; GPU only")
-    if peer == "compile" and not CUDA and case.op == "window" and mode == "fwd+bwd":
-        if not _inductor_cpu_window_backward_is_safe():
-            pytest.skip(f"torch {torch.__version__} inductor CPU: compiled window backward crashes the process")
     if case.op == "window":
         scale = case.D**-0.5
         w = case.size

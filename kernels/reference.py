@@ -19,6 +19,10 @@ def unfold_windows(x: torch.Tensor, window: int) -> torch.Tensor:
     every anchor t, zero-filled past the end, tokens ordered frame-major."""
     B, H, T, J, D = x.shape
     padded = F.pad(x, (0, 0, 0, 0, 0, window - 1))  # zero frames T..T+window-2
+    if torch.compiler.is_compiling():
+        # The same tensor as stacked shifted slices: torch 2.13's inductor CPU code for unfold's
+        # backward corrupts the heap (docs/kernels.md); eager keeps unfold, the faster one there.
+        return torch.stack([padded[:, :, s:s + T] for s in range(window)], dim=3).reshape(B, H, T, window * J, D)
     windows = padded.unfold(2, window, 1)  # (B, H, T, J, D, window)
     return windows.permute(0, 1, 2, 5, 3, 4).reshape(B, H, T, window * J, D)
 

@@ -43,8 +43,10 @@ def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Ten
     """(N, 3E, T, V) -> three free (N, H, T, V, D) views (SPEC §2 layout)."""
     n, c3, t, v = qkv.shape
     width = c3 // 3
-    parts = qkv.view(n, 3, heads, width // heads, t, v)
-    return tuple(parts[:, i].permute(0, 1, 3, 4, 2) for i in range(3))  # type: ignore[return-value]
+    # unbind, not three selects: its backward stacks the three gradients into one tensor, where
+    # each select's backward would zero-fill a full-size one and autograd would then sum three.
+    parts = qkv.view(n, 3, heads, width // heads, t, v).unbind(1)
+    return tuple(p.permute(0, 1, 3, 4, 2) for p in parts)  # type: ignore[return-value]
 
 
 def _merge_heads(out: torch.Tensor) -> torch.Tensor:
@@ -114,11 +116,11 @@ class JointFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape
         h, d = self.heads, c // self.heads
-        parts = self.qkv(x).view(n, 3, h, d, t, v)
+        parts = self.qkv(x).view(n, 3, h, d, t, v).unbind(1)  # unbind: see _split_heads
         # 4D (N, H*V, T, D) copies on purpose: SDPA's fused kernels want the feature axis
         # contiguous anyway, and inductor (torch 2.13) returns a wrongly shaped result for
         # 5D SDPA inputs with these permuted strides (tests/model/test_backends.py).
-        q, k, val = (parts[:, i].permute(0, 1, 4, 3, 2).reshape(n, h * v, t, d) for i in range(3))
+        q, k, val = (p.permute(0, 1, 4, 3, 2).reshape(n, h * v, t, d) for p in parts)
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # ATen's CPU flash-attention backward is 4-9x slower in bf16 than in fp32 at JF's
             # shapes (T x T scores, head dim 24) on AVX-512 BF16; the fp32 pass costs less than that.

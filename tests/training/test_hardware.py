@@ -147,6 +147,9 @@ def test_cpu_step_benchmark_tiny(tmp_path):
     native = hardware.cpu_bf16_native()[0]
     assert data["sides"]["defaults"]["precision"] == ("bf16 autocast" if native else "fp32")
     assert len(data["sides"]["defaults"]["rounds"]) == 2 and data["ratio_of_medians"] > 0
+    peaks = data["conv_peak_gflops"]
+    assert set(peaks) == {"fp32_nchw", "fp32_channels_last", "bf16_channels_last"} and min(peaks.values()) > 0
+    assert "compute ceiling" in out.stdout and data["conv_peak_bf16_over_best_fp32"] > 0
     # Same seed, same weights, same batch: both sides start from the same loss up to bf16 rounding.
     assert abs(data["sides"]["defaults"]["first_loss"] - data["sides"]["fp32"]["first_loss"]) < 0.1
 
