@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=_channels, default=(96, 192, 384), help="block widths (default: the paper's)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="intra-op threads for both sides (default: the trainer's default, usable cores)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the defaults side (as train.py --compile); its first step includes the compile")
     p.add_argument("--rounds", type=_positive, default=5, help="alternating A/B rounds")
     p.add_argument("--steps", type=_positive, default=1, help="timed steps per round")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
@@ -128,18 +130,23 @@ def _worker(args: argparse.Namespace) -> None:
                     generator=gen)
     y = torch.randint(0, model.num_class, (args.batch,), generator=gen)
 
+    run_model = torch.compile(model) if defaults and args.compile else model
+
     def step() -> float:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = model(x)
+            logits = run_model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
         return float(loss.detach())
 
-    first_loss = step()  # warm-up: first-touch allocations, oneDNN primitive creation
+    w0 = time.perf_counter()
+    first_loss = step()  # warm-up: first-touch allocations, oneDNN primitive creation (and the compile)
     info = {"side": args.worker, "precision": "bf16 autocast" if dtype is not None else "fp32",
-            "memory_format": memory_format, "allocator": runtime.allocator, "threads": torch.get_num_threads(),
+            "memory_format": memory_format, "compiled": run_model is not model,
+            "first_step_s": time.perf_counter() - w0,
+            "allocator": runtime.allocator, "threads": torch.get_num_threads(),
             "bf16_native": runtime.bf16_native, "bf16_evidence": runtime.bf16_evidence, "first_loss": first_loss,
             "params": sum(p.numel() for p in model.parameters())}
     print(json.dumps(info), flush=True)
@@ -220,6 +227,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "arch": args.arch, "dataset": args.dataset, "batch": args.batch, "frames": args.frames,
         "channels": list(args.channels), "rounds": args.rounds, "steps_per_round": args.steps,
+        "compile": args.compile,
         "sides": result,
         "ratio_of_medians": result["defaults"]["samples_per_s_median"] / result["fp32"]["samples_per_s_median"],
         "paired_ratio_median": statistics.median(paired), "paired_ratio_min": min(paired),
@@ -254,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = f"{args.arch} N={args.batch} T={args.frames} C={','.join(map(str, args.channels))}"
     print(f"cpu_step {shape}: {args.rounds} alternating rounds of {args.steps} step(s), {d['threads']} threads")
     for side, s in (("defaults", d), ("fp32 eager", b)):
-        print(f"  {side:<10} {s['precision']}, {s['memory_format']}, {s['allocator']}")
+        compiled = f", torch.compile (first step {s['first_step_s']:.0f} s)" if s["compiled"] else ""
+        print(f"  {side:<10} {s['precision']}, {s['memory_format']}{compiled}, {s['allocator']}")
         print(f"  {'':<10} {s['samples_per_s_median']:.3f} samples/s (min {s['samples_per_s_min']:.3f}, "
               f"max {s['samples_per_s_max']:.3f}); {s['samples_per_thread_cpu_s_median']:.3f} samples per "
               f"thread-CPU s; {s['minflt_per_step_median']:.0f} minor page faults/step")

@@ -154,6 +154,20 @@ def test_cpu_step_benchmark_tiny(tmp_path):
     assert abs(data["sides"]["defaults"]["first_loss"] - data["sides"]["fp32"]["first_loss"]) < 0.1
 
 
+@pytest.mark.slow
+def test_cpu_step_benchmark_compiled_side(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cpu_step", "--arch", "msg3d", "--batch", "1", "--frames", "4",
+         "--channels", "6,12,24", "--rounds", "1", "--threads", "1", "--compile", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    (result,) = tmp_path.glob("cpu_step_*_msg3d.json")
+    data = json.loads(result.read_text())
+    assert data["compile"] is True and data["sides"]["defaults"]["compiled"] is True
+    assert data["sides"]["fp32"]["compiled"] is False  # the baseline stays plain eager
+    assert "torch.compile (first step" in out.stdout
+
+
 def test_cpu_step_bad_argument_is_one_line():
     out = subprocess.run([sys.executable, "-m", "benchmarks.cpu_step", "--channels", "96,x"], capture_output=True,
                          text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
