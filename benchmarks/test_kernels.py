@@ -85,7 +85,7 @@ def _compiled_reference(op: str):
     return compiled_reference(op)
 
 
-def build_peer(case: Case, peer: str, mode: str):
+def build_peer(case: Case, peer: str):
     """Returns fn(q, k, v, bias) -> out, or calls pytest.skip with the reason."""
     if peer == "triton" and not CUDA:
         pytest.skip("Triton peer needs CUDA (the CPU interpreter is a test tool, not a benchmark)")
@@ -171,7 +171,7 @@ def peak_memory_mib(step) -> tuple[float | None, float | None, str | None]:
 
 
 def run_case(benchmark, case: Case, peer: str, mode: str) -> None:
-    fn = build_peer(case, peer, mode)
+    fn = build_peer(case, peer)
     inputs = make_inputs(case)
     step = make_step(fn, mode, inputs)
     for call in range(WARMUP_CALLS):  # compile, autotune, allocator warm-up: not timed

@@ -55,8 +55,9 @@ def compare(checkpoint: str | Path, data_root: str | Path, split: str = "train",
     trained = load_trained_model(checkpoint, kernel_backend="eager")
     data = SkeletonDataset(data_root, split, trained.stream, clip_len=trained.clip_len)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:batch].tolist()
-    x = torch.stack([torch.as_tensor(data[i][0]) for i in order])
-    y = torch.tensor([data[i][1] for i in order])
+    items = [data[i] for i in order]  # each read once: (x, label, index)
+    x = torch.stack([torch.as_tensor(item[0]) for item in items])
+    y = torch.tensor([item[1] for item in items])
     fp32 = trained.model.train()
     # Copies before any step: all three start from the same BatchNorm statistics.
     fp64, bf16 = copy.deepcopy(fp32).double(), copy.deepcopy(fp32)
