@@ -25,7 +25,7 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.bfloat16, torch.float64) else torch.float32
+    return dtype if dtype in (torch.float64,) else torch.float32
 
 
 def _padded_frames(T: int, window: int) -> int:
@@ -46,7 +46,8 @@ def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, scale: float
 
 class _Offsets:
     """Per-offset scores of one (q, k, v, bias): for each d the row max M_d, the unnormalized
-    probabilities E_d = exp(S_d - M_d) (in the matmul dtype), their row sums r_d and E_d @ v."""
+    probabilities E_d = exp(S_d - M_d), their row sums r_d and E_d @ v_{f+d}. The forward keeps it
+    for the backward, which then recomputes nothing."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
                  scale: float) -> None:
@@ -58,24 +59,27 @@ class _Offsets:
         self.q = _frames_first(q, window, self.mm, scale)
         self.k = _frames_first(k, window, self.mm)
         self.v = _frames_first(v, window, self.mm)
-        # (1|H, J, J) broadcast over frames and batch: S_d viewed (nq, B, H, J, J).
-        self.bias = (bias if bias.dim() == 3 else bias[None]).to(self.stat)
+        self.bias = bias.to(self.stat)
         self.offsets = range(-(window - 1), window)
-        n = len(self.offsets)
-        BH = B * H
-        self.row_max = q.new_empty((n, self.nq, BH, J), dtype=self.stat)
-        self.row_sum = q.new_empty((n, self.nq, BH, J), dtype=self.stat)
-        self.probs = q.new_empty((n, self.nq, BH, J, J), dtype=self.mm)
-        self.mixed = q.new_empty((n, self.nq, BH, J, D), dtype=self.stat)
+        n, nq, BH = len(self.offsets), self.nq, B * H
+        self.row_max = q.new_empty((n, nq, BH, J), dtype=self.stat)
+        self.row_sum = q.new_empty((n, nq, BH, J), dtype=self.stat)
+        self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.mm)
+        self.mixed = q.new_empty((n, nq * BH, J, D), dtype=self.mm)
+        queries = self.flat(self.queries())
         for i, d in enumerate(self.offsets):
-            s = self.scores(d)
-            m = s.amax(-1)
-            s.sub_(m[..., None]).exp_()
-            self.row_max[i] = m
-            self.row_sum[i] = s.sum(-1)
             e = self.probs[i]
-            e.copy_(s)
-            self.mixed[i] = torch.bmm(self.flat(e), self.flat(self.keys(self.v, d))).view_as(self.mixed[i])
+            keys = self.flat(self.keys(self.k, d)).transpose(1, 2)
+            if self.bias.dim() == 2 and self.mm == self.stat:
+                torch.baddbmm(self.bias, queries, keys, out=e)  # + bias in the product's own pass
+            else:
+                s = torch.bmm(queries, keys).to(self.stat).view(nq, B, H, J, J).add_(self.bias)
+                e.copy_(s.view_as(e))
+            m = self.row_max[i].view(-1, J, 1)
+            torch.amax(e, dim=-1, keepdim=True, out=m)
+            e.sub_(m).exp_()
+            torch.sum(e, dim=-1, out=self.row_sum[i].view(-1, J))
+            torch.bmm(e, self.flat(self.keys(self.v, d)), out=self.mixed[i])
 
     def queries(self) -> torch.Tensor:
         return self.q[self.window - 1:self.window - 1 + self.nq]
@@ -88,11 +92,10 @@ class _Offsets:
     def flat(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, *x.shape[-2:])
 
-    def scores(self, d: int) -> torch.Tensor:
-        """S_d (nq, B*H, J, J) in the statistics dtype: scaled q_f · k_{f+d} + bias."""
-        s = torch.bmm(self.flat(self.queries()), self.flat(self.keys(self.k, d)).transpose(1, 2)).to(self.stat)
-        s = s.view(self.nq, self.B, self.H, self.J, self.J).add_(self.bias)
-        return s.view(self.nq, self.B * self.H, self.J, self.J)
+    def mixed_at(self, offs: slice, slot: int) -> torch.Tensor:
+        """E_d @ v of offsets `offs` for the query frames slot..slot+T-1: (τ, T, B*H, J, D)."""
+        mixed = self.mixed.view(len(self.offsets), self.nq, self.B * self.H, self.J, self.D)
+        return mixed[offs, slot:slot + self.T]
 
     def slot_weights(self, slot: int) -> tuple[torch.Tensor, slice]:
         """c (τ, T, B*H, J): window (t, slot)'s softmax factor for offsets d = dd - slot, dd = 0..τ-1,
@@ -107,29 +110,32 @@ class _Offsets:
 
 
 def window_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
-                         scale: float) -> torch.Tensor:
-    """out (B, H, T, window, J, D) in q's dtype, equal to window_attention_reference."""
+                         scale: float, *, keep: list | None = None) -> torch.Tensor:
+    """out (B, H, T, window, J, D) in q's dtype, equal to window_attention_reference.
+    `keep`: a list that receives the per-offset state for window_attention_cpu_backward."""
     ctx = _Offsets(q, k, v, bias, window, scale)
     B, H, T, J, D = q.shape
     out = q.new_empty((window, T, B * H, J, D), dtype=ctx.stat)
     for slot in range(window):
         c, offs = ctx.slot_weights(slot)
-        mixed = ctx.mixed[offs, slot:slot + T]  # (τ, T, BH, J, D)
-        torch.sum(c[..., None] * mixed, dim=0, out=out[slot])
+        torch.sum(c[..., None] * ctx.mixed_at(offs, slot), dim=0, out=out[slot])
+    if keep is not None:
+        keep.append(ctx)
     return out.view(window, T, B, H, J, D).permute(2, 3, 1, 0, 4, 5).to(q.dtype)
 
 
 def window_attention_cpu_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dout: torch.Tensor, window: int,
-    scale: float, compute_dbias: bool,
+    scale: float, compute_dbias: bool, *, state: "_Offsets | None" = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """dq, dk, dv (q's shape and dtype) and dbias (bias's shape) of window_attention_cpu.
+    """dq, dk, dv (q's shape and dtype) and dbias (bias's shape) of window_attention_cpu;
+    `state`: what the forward kept (else recomputed).
 
     With P the window softmax and dO the output gradient: dS = P ⊙ (dO·vᵀ - δ), δ = rowsum(dO ⊙ O).
     Written per offset, P = c · E_d, so dS_d = E_d ⊙ (G_d·vᵀ - g_d) with G_d = Σ_slot c·dO and
     g_d = Σ_slot c·δ gathered over the windows that hold the pair of frames.
     """
-    ctx = _Offsets(q, k, v, bias, window, scale)
+    ctx = state if state is not None else _Offsets(q, k, v, bias, window, scale)
     B, H, T, J, D = q.shape
     BH, nq, w = B * H, ctx.nq, window
     n = len(ctx.offsets)
@@ -138,25 +144,23 @@ def window_attention_cpu_backward(
     for slot in range(w):
         c, offs = ctx.slot_weights(slot)
         d_o = dout[:, :, :, slot].permute(2, 0, 1, 3, 4).reshape(T, BH, J, D).to(ctx.stat)
-        mixed = ctx.mixed[offs, slot:slot + T]
-        delta = (c[..., None] * mixed).sum(0).mul_(d_o).sum(-1)  # rowsum(dO ⊙ O): (T, BH, J)
+        delta = (c[..., None] * ctx.mixed_at(offs, slot)).sum(0).mul_(d_o).sum(-1)  # rowsum(dO ⊙ O)
         g_out[offs, slot:slot + T] += c[..., None] * d_o
         g_dot[offs, slot:slot + T] += c * delta
-    grads = [q.new_zeros((_padded_frames(T, w), BH, J, D), dtype=ctx.stat) for _ in range(3)]
-    dq, dk, dv = grads
-    dbias = torch.zeros_like(ctx.bias[0].expand(H, J, J), dtype=ctx.stat) if compute_dbias else None
+    dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, D), dtype=ctx.stat) for _ in range(3))
+    dbias = q.new_zeros((H, J, J), dtype=ctx.stat) if compute_dbias else None
     q_rows = ctx.flat(ctx.queries())
     for i, d in enumerate(ctx.offsets):
         keys, values = ctx.flat(ctx.keys(ctx.k, d)), ctx.flat(ctx.keys(ctx.v, d))
         gd = ctx.flat(g_out[i]).to(ctx.mm)
         ds = torch.bmm(gd, values.transpose(1, 2)).to(ctx.stat).view(nq, BH, J, J)
-        ds.sub_(g_dot[i][..., None]).mul_(ctx.probs[i])
+        ds.sub_(g_dot[i][..., None]).mul_(ctx.probs[i].view(nq, BH, J, J))
         if dbias is not None:
             dbias += ds.view(nq, B, H, J, J).sum(dim=(0, 1))
         ds_mm = ctx.flat(ds.to(ctx.mm))
         dq[w - 1:w - 1 + nq] += torch.bmm(ds_mm, keys).view(nq, BH, J, D)
         dk[w - 1 + d:w - 1 + d + nq] += torch.bmm(ds_mm.transpose(1, 2), q_rows).view(nq, BH, J, D)
-        dv[w - 1 + d:w - 1 + d + nq] += torch.bmm(ctx.flat(ctx.probs[i]).transpose(1, 2), gd).view(nq, BH, J, D)
+        dv[w - 1 + d:w - 1 + d + nq] += torch.bmm(ctx.probs[i].transpose(1, 2), gd).view(nq, BH, J, D)
     dq.mul_(scale)
 
     def unpadded(x: torch.Tensor) -> torch.Tensor:
@@ -174,11 +178,16 @@ class WindowAttentionCPU(torch.autograd.Function):
     def forward(ctx, q, k, v, bias, window: int, scale: float):  # type: ignore[override]
         ctx.save_for_backward(q, k, v, bias)
         ctx.window, ctx.scale = window, scale
-        return window_attention_cpu(q, k, v, bias, window, scale)
+        kept: list = []
+        out = window_attention_cpu(q, k, v, bias, window, scale, keep=kept)
+        ctx.state = kept[0]  # probabilities and per-offset statistics: the backward recomputes nothing
+        return out
 
     @staticmethod
     def backward(ctx, dout):  # type: ignore[override]
         q, k, v, bias = ctx.saved_tensors
         need_bias = ctx.needs_input_grad[3]
-        dq, dk, dv, dbias = window_attention_cpu_backward(q, k, v, bias, dout, ctx.window, ctx.scale, need_bias)
+        dq, dk, dv, dbias = window_attention_cpu_backward(q, k, v, bias, dout, ctx.window, ctx.scale, need_bias,
+                                                          state=ctx.state)
+        ctx.state = None
         return dq, dk, dv, dbias, None, None
