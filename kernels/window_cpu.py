@@ -9,9 +9,9 @@ no (τJ)² score matrix per anchor. Each window's softmax is rebuilt from per-of
 maxima and row sums (the flash-attention rescaling), so it is exact, not an approximation.
 
 Frames live on the leading axis, (T, B*H, J, D), so every offset's key/value frames are a
-contiguous slice, viewed as (frames*B*H, J, D) for `bmm` with no copy. Matmuls run in the
-input dtype when it is bfloat16 (the CPU's native bf16 rate); softmax statistics, and all
-accumulation across offsets, run in float32.
+contiguous slice, viewed as (frames*B*H, J, D) for `bmm` with no copy. Everything runs in
+float32 (float64 stays float64): at these J x J sizes bf16 products were not faster (measured,
+docs/kernels.md).
 """
 from __future__ import annotations
 
@@ -22,10 +22,6 @@ __all__ = ["window_attention_cpu", "window_attention_cpu_backward"]
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float64,) else torch.float32
 
 
 def _padded_frames(T: int, window: int) -> int:
@@ -53,32 +49,33 @@ class _Offsets:
                  scale: float) -> None:
         B, H, T, J, D = q.shape
         self.B, self.H, self.T, self.J, self.D, self.window = B, H, T, J, D, window
-        self.stat = _stat_dtype(q.dtype)
-        self.mm = _matmul_dtype(q.dtype)
+        # One compute dtype: fp32 (fp64 stays fp64). bf16 products measured 6% slower at these J x J sizes
+        # (docs/kernels.md), and would round the scores.
+        self.dtype = _stat_dtype(q.dtype)
         self.nq = T + window - 1  # query frames: anchors' slots reach frame T+τ-2 (zero frames past T)
-        self.q = _frames_first(q, window, self.mm, scale)
-        self.k = _frames_first(k, window, self.mm)
-        self.v = _frames_first(v, window, self.mm)
-        self.bias = bias.to(self.stat)
+        self.q = _frames_first(q, window, self.dtype, scale)
+        self.k = _frames_first(k, window, self.dtype)
+        self.v = _frames_first(v, window, self.dtype)
+        self.bias = bias.to(self.dtype)
         self.offsets = range(-(window - 1), window)
         n, nq, BH = len(self.offsets), self.nq, B * H
-        self.row_max = q.new_empty((n, nq, BH, J), dtype=self.stat)
-        self.row_sum = q.new_empty((n, nq, BH, J), dtype=self.stat)
-        self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.mm)
-        self.mixed = q.new_empty((n, nq * BH, J, D), dtype=self.mm)
+        self.row_max = q.new_empty((n, nq, BH, J), dtype=self.dtype)
+        self.row_sum = q.new_empty((n, nq, BH, J), dtype=self.dtype)
+        self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.dtype)
+        self.mixed = q.new_empty((n, nq * BH, J, D), dtype=self.dtype)
         queries = self.flat(self.queries())
         for i, d in enumerate(self.offsets):
             e = self.probs[i]
             keys = self.flat(self.keys(self.k, d)).transpose(1, 2)
-            if self.bias.dim() == 2 and self.mm == self.stat:
-                torch.baddbmm(self.bias, queries, keys, out=e)  # + bias in the product's own pass
+            if self.bias.dim() == 2:
+                s = torch.baddbmm(self.bias, queries, keys, out=e)  # + bias in the product's own pass
             else:
-                s = torch.bmm(queries, keys).to(self.stat).view(nq, B, H, J, J).add_(self.bias)
-                e.copy_(s.view_as(e))
+                s = torch.bmm(queries, keys, out=e)
+                s.view(nq, B, H, J, J).add_(self.bias)
             m = self.row_max[i].view(-1, J, 1)
-            torch.amax(e, dim=-1, keepdim=True, out=m)
-            e.sub_(m).exp_()
-            torch.sum(e, dim=-1, out=self.row_sum[i].view(-1, J))
+            torch.amax(s, dim=-1, keepdim=True, out=m)
+            s.sub_(m).exp_()
+            torch.sum(s, dim=-1, out=self.row_sum[i].view(-1, J))
             torch.bmm(e, self.flat(self.keys(self.v, d)), out=self.mixed[i])
 
     def queries(self) -> torch.Tensor:
@@ -115,7 +112,7 @@ def window_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias
     `keep`: a list that receives the per-offset state for window_attention_cpu_backward."""
     ctx = _Offsets(q, k, v, bias, window, scale)
     B, H, T, J, D = q.shape
-    out = q.new_empty((window, T, B * H, J, D), dtype=ctx.stat)
+    out = q.new_empty((window, T, B * H, J, D), dtype=ctx.dtype)
     for slot in range(window):
         c, offs = ctx.slot_weights(slot)
         torch.sum(c[..., None] * ctx.mixed_at(offs, slot), dim=0, out=out[slot])
@@ -139,28 +136,29 @@ def window_attention_cpu_backward(
     B, H, T, J, D = q.shape
     BH, nq, w = B * H, ctx.nq, window
     n = len(ctx.offsets)
-    g_out = q.new_zeros((n, nq, BH, J, D), dtype=ctx.stat)  # G_d
-    g_dot = q.new_zeros((n, nq, BH, J), dtype=ctx.stat)  # g_d
+    g_out = q.new_zeros((n, nq, BH, J, D), dtype=ctx.dtype)  # G_d
+    g_dot = q.new_zeros((n, nq, BH, J), dtype=ctx.dtype)  # g_d
     for slot in range(w):
         c, offs = ctx.slot_weights(slot)
-        d_o = dout[:, :, :, slot].permute(2, 0, 1, 3, 4).reshape(T, BH, J, D).to(ctx.stat)
+        d_o = dout[:, :, :, slot].permute(2, 0, 1, 3, 4).reshape(T, BH, J, D).to(ctx.dtype)
         delta = (c[..., None] * ctx.mixed_at(offs, slot)).sum(0).mul_(d_o).sum(-1)  # rowsum(dO ⊙ O)
         g_out[offs, slot:slot + T] += c[..., None] * d_o
         g_dot[offs, slot:slot + T] += c * delta
-    dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, D), dtype=ctx.stat) for _ in range(3))
-    dbias = q.new_zeros((H, J, J), dtype=ctx.stat) if compute_dbias else None
+    dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, D), dtype=ctx.dtype) for _ in range(3))
+    dbias = q.new_zeros((H, J, J), dtype=ctx.dtype) if compute_dbias else None
     q_rows = ctx.flat(ctx.queries())
     for i, d in enumerate(ctx.offsets):
         keys, values = ctx.flat(ctx.keys(ctx.k, d)), ctx.flat(ctx.keys(ctx.v, d))
-        gd = ctx.flat(g_out[i]).to(ctx.mm)
-        ds = torch.bmm(gd, values.transpose(1, 2)).to(ctx.stat).view(nq, BH, J, J)
+        gd = ctx.flat(g_out[i])
+        ds = torch.bmm(gd, values.transpose(1, 2)).view(nq, BH, J, J)
         ds.sub_(g_dot[i][..., None]).mul_(ctx.probs[i].view(nq, BH, J, J))
         if dbias is not None:
             dbias += ds.view(nq, B, H, J, J).sum(dim=(0, 1))
-        ds_mm = ctx.flat(ds.to(ctx.mm))
-        dq[w - 1:w - 1 + nq] += torch.bmm(ds_mm, keys).view(nq, BH, J, D)
-        dk[w - 1 + d:w - 1 + d + nq] += torch.bmm(ds_mm.transpose(1, 2), q_rows).view(nq, BH, J, D)
-        dv[w - 1 + d:w - 1 + d + nq] += torch.bmm(ctx.probs[i].transpose(1, 2), gd).view(nq, BH, J, D)
+        ds = ctx.flat(ds)
+        # Accumulated in place (frames-first slices are contiguous): no product temporaries.
+        ctx.flat(dq[w - 1:w - 1 + nq]).baddbmm_(ds, keys)
+        ctx.flat(dk[w - 1 + d:w - 1 + d + nq]).baddbmm_(ds.transpose(1, 2), q_rows)
+        ctx.flat(dv[w - 1 + d:w - 1 + d + nq]).baddbmm_(ctx.probs[i].transpose(1, 2), gd)
     dq.mul_(scale)
 
     def unpadded(x: torch.Tensor) -> torch.Tensor:
