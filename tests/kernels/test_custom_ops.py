@@ -4,18 +4,15 @@ against the fakes (run on CPU through the interpreter), the eager fallback past
 the window tile, and backend logging that happens when a backend runs."""
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pytest
 import torch
 
 import kernels
-from kernels import _checks, ops
+from kernels import _checks, ops, window
 from kernels.reference import frame_group_attention_reference, window_attention_reference
 
-wa_module = importlib.import_module("kernels.window_attention")
-fga_module = importlib.import_module("kernels.frame_group_attention")
 
 window_op = torch.ops.amanet.window_attention.default
 window_bwd_op = torch.ops.amanet.window_attention_backward.default
@@ -96,13 +93,13 @@ def test_triton_window_impl_layouts_match_the_fakes():
     output and packed gradients have the layouts the fakes promise, without copies."""
     q, k, v = _qkv((1, 2, 3, 18, 8))
     bias = torch.randn(18, 18)
-    raw = wa_module._window_forward(q, k, v, bias, 3, 0.4)
+    raw = window.window_forward(q, k, v, bias, 3, 0.4)
     fake = ops.window_output_like(q, 3)
     assert raw.shape == fake.shape and raw.stride() == fake.stride()
     out = ops._window_attention_cuda(q, k, v, bias, 3, 0.4)
     torch.testing.assert_close(out, window_attention_reference(q, k, v, bias, 3, 0.4), rtol=1e-4, atol=1e-5)
     dout = torch.randn(out.shape)
-    dq, dk, dv, _ = wa_module._window_backward(q, k, v, bias, dout, 3, 0.4, False)
+    dq, dk, dv, _ = window.window_backward(q, k, v, bias, dout, 3, 0.4, False)
     packed = ops._pack_grads(q, dq, dk, dv)
     assert packed.stride() == ops.window_grads_like(q).stride()
     assert packed.untyped_storage().data_ptr() == dq.untyped_storage().data_ptr()  # no copy
