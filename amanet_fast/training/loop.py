@@ -86,7 +86,7 @@ def resolve_compile(flag: Any, device: torch.device) -> bool:
 
 
 def resolved_kernel_backend(requested: str, device: torch.device) -> str:
-    """What `backend="auto"` means for the kernels (SPEC §2): Triton on CUDA tensors, eager otherwise."""
+    """What `backend="auto"` means for the kernels (docs/design.md §2): Triton on CUDA tensors, eager otherwise."""
     if requested != "auto":
         return requested
     return "triton" if device.type == "cuda" else "eager"
