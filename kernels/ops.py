@@ -114,7 +114,7 @@ def window_attention_backward_cpu(q, k, v, bias, dout, window_size, scale, compu
 def window_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
                         scale: float, interpret: bool = False) -> torch.Tensor:
     if interpret:
-        return _window_attention_cuda(q, k, v, bias, window, scale)
+        return _window_attention_triton(q, k, v, bias, window, scale)
     announce(WINDOW_OP, "eager", q.device.type)
     return _into(window_output_like(q, window), window_attention_cpu(q, k, v, bias, window, scale))
 
@@ -133,7 +133,7 @@ def _window_fallback(q: torch.Tensor, window_size: int) -> bool:
 
 
 @window_attention_op.register_kernel("cuda")
-def _window_attention_cuda(q, k, v, bias, window_size, scale, interpret=False):
+def _window_attention_triton(q, k, v, bias, window_size, scale, interpret=False):
     if _window_fallback(q, window_size):
         return window_output_like(q, window_size).copy_(
             window_attention_reference(q, k, v, bias, window_size, scale))
@@ -151,7 +151,7 @@ def window_attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                  dout: torch.Tensor, window: int, scale: float, compute_dbias: bool,
                                  interpret: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     if interpret:
-        return _window_attention_backward_cuda(q, k, v, bias, dout, window, scale, compute_dbias)
+        return _window_attention_backward_triton(q, k, v, bias, dout, window, scale, compute_dbias)
     return _window_grads_out(q, bias, compute_dbias,
                              window_attention_backward_cpu(q, k, v, bias, dout, window, scale, compute_dbias))
 
@@ -162,7 +162,7 @@ def _window_reference_backward(q, k, v, bias, dout, window_size, scale, compute_
 
 
 @window_attention_backward_op.register_kernel("cuda")
-def _window_attention_backward_cuda(q, k, v, bias, dout, window_size, scale, compute_dbias, interpret=False):
+def _window_attention_backward_triton(q, k, v, bias, dout, window_size, scale, compute_dbias, interpret=False):
     if not window.triton_supports(window_size, q.shape[3]):
         return _window_reference_backward(q, k, v, bias, dout, window_size, scale, compute_dbias)
     return _window_grads_out(q, bias, compute_dbias,
@@ -199,7 +199,7 @@ window_attention_op.register_autograd(_window_backward, setup_context=_window_se
 def frame_group_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float,
                              interpret: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     if interpret:
-        return _frame_group_attention_cuda(q, k, v, group, scale)
+        return _frame_group_attention_triton(q, k, v, group, scale)
     announce(FRAME_GROUP_OP, "eager", q.device.type)
     group = frame_group.effective_group(group, q.shape[2])
     probs = frame_group_probs(q, k, group, scale)  # (B, H, groups, g, g)
@@ -210,7 +210,7 @@ def frame_group_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 
 @frame_group_attention_op.register_kernel("cuda")
-def _frame_group_attention_cuda(q, k, v, group, scale, interpret=False):
+def _frame_group_attention_triton(q, k, v, group, scale, interpret=False):
     announce(FRAME_GROUP_OP, "triton", q.device.type)
     return frame_group.frame_group_forward(q, k, v, group, scale)
 
@@ -225,7 +225,7 @@ def frame_group_attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch
                                       dout: torch.Tensor, group: int, scale: float,
                                       interpret: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if interpret:
-        return _frame_group_attention_backward_cuda(q, k, v, probs, dout, group, scale)
+        return _frame_group_attention_backward_triton(q, k, v, probs, dout, group, scale)
     # Explicit softmax-attention backward from the saved probabilities, per group.
     B, H, T, J, D = q.shape
     g = frame_group.effective_group(group, T)
@@ -245,7 +245,7 @@ def frame_group_attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch
 
 
 @frame_group_attention_backward_op.register_kernel("cuda")
-def _frame_group_attention_backward_cuda(q, k, v, probs, dout, group, scale, interpret=False):
+def _frame_group_attention_backward_triton(q, k, v, probs, dout, group, scale, interpret=False):
     return frame_group.frame_group_backward(q, k, v, probs, dout, group, scale)
 
 
