@@ -412,7 +412,7 @@ def _pow2_at_least_16(n: int) -> int:
 
 
 def launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLaunchConfig:
-    """Pure function of the problem: the launcher and aot_specs() both use it,
+    """Pure function of the problem: the launcher and kernels/tools/specs.py both use it,
     so every config the launcher can pick is one the AOT check builds.
 
     The tile sizes come from the AOT builds (sm_80, sm_86, sm_90; ptxas spills at

@@ -34,8 +34,8 @@ def specialize_like_jit(spec: KernelSpec, int_values: dict[str, int]) -> KernelS
     At launch, Triton turns every integer argument equal to 1 into a constexpr and marks
     every integer divisible by 16 with tt.divisibility=16. Both change code generation
     (a unit stride makes loads vectorizable), hence registers and spills, so an AOT
-    build is only faithful when it sees the same specialization. Op modules call this
-    from aot_specs() with the strides/sizes of the layout the model really passes.
+    build is only faithful when it sees the same specialization. window_specs() calls it
+    with the strides of the layout the model really passes.
     """
     signature = dict(spec.signature)
     constexprs = dict(spec.constexprs)
