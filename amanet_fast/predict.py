@@ -271,6 +271,18 @@ class Predictor:
     >>> p.predict_files(["clip.skeleton"], topk=3)[0].topk
     """
 
+    @classmethod
+    def from_pretrained(cls, names: str | Sequence[str], weights: Sequence[float] | None = None,
+                        **kwargs: Any) -> "Predictor":
+        """Shipped checkpoints by name (`python -m amanet_fast.pretrained` lists them), fused like paths."""
+        from .pretrained import is_pretrained_name, names_hint
+
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if not is_pretrained_name(n)]
+        if unknown:
+            raise PredictError(f"from_pretrained: {unknown[0]!r} is not a pretrained name; {names_hint()}")
+        return cls(names, weights, **kwargs)
+
     def __init__(self, checkpoints: str | Path | Sequence[str | Path], weights: Sequence[float] | None = None, *,
                  device: str | torch.device = "cpu", kernel_backend: str = "auto", batch_size: int = 8) -> None:
         if isinstance(checkpoints, (str, Path)):

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SIDES = ("defaults", "fp32")
+SIDES = ("defaults", "fp32", "no_stfem")  # worker roles
+VERSUS = ("fp32", "no-stfem")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +60,28 @@ def _channels(text: str) -> tuple[int, ...]:
     return values
 
 
+def _scales(text: str) -> tuple[int, int]:
+    try:
+        gcn, g3d = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two scales like 8,4, got {text!r}") from None
+    if min(gcn, g3d) < 1:
+        raise argparse.ArgumentTypeError(f"expected two positive scales like 8,4, got {text!r}")
+    return gcn, g3d
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """build_model overrides of the flags that change the network."""
+    out: dict[str, Any] = {"channels": args.channels, "kernel_backend": "eager"}
+    if args.worker == "no_stfem":
+        out["stfem"] = False
+    if args.persons is not None:
+        out["num_person"] = args.persons
+    if args.scales is not None:
+        out["num_gcn_scales"], out["num_g3d_scales"] = args.scales
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m benchmarks.cpu_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=("amanet", "msg3d"), default="amanet")
@@ -67,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=4, help="clips per step (2 persons each)")
     p.add_argument("--frames", type=_positive, default=64)
     p.add_argument("--channels", type=_channels, default=(96, 192, 384), help="block widths (default: the paper's)")
+    p.add_argument("--versus", choices=VERSUS, default="fp32",
+                   help="the other side: fp32 = plain fp32 eager NCHW (default); no-stfem = the defaults "
+                        "with AMANet's STFEM switched off (what STFEM costs per step)")
+    p.add_argument("--persons", type=_positive, default=None,
+                   help="bodies per clip (default: the model's, 2; NW-UCLA's protocol uses 1)")
+    p.add_argument("--scales", type=_scales, default=None,
+                   help="MS-GCN and MS-G3D scales, e.g. 8,4 (default: the dataset's)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="intra-op threads for both sides (default: the trainer's default, usable cores)")
     p.add_argument("--compile", action="store_true",
@@ -117,12 +147,12 @@ def _worker(args: argparse.Namespace) -> None:
     from amanet_fast.training import hardware
     from amanet_fast.training.loop import resolve_precision
 
-    defaults = args.worker == "defaults"
+    defaults = args.worker in ("defaults", "no_stfem")
     runtime = hardware.apply_cpu_defaults(args.threads)
     device = torch.device("cpu")
     dtype = resolve_precision("auto" if defaults else "off", device).dtype
     torch.manual_seed(0)
-    model = build_model(args.arch, args.dataset, channels=args.channels, kernel_backend="eager")
+    model = build_model(args.arch, args.dataset, **model_overrides(args))
     memory_format = hardware.prepare_model(model, device, dtype) if defaults else "NCHW"
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(1)
@@ -198,12 +228,14 @@ def _summary(rounds: list[dict[str, Any]], samples_per_round: int) -> dict[str, 
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    procs = {side: _spawn(side, argv) for side in SIDES}
+    other = args.versus.replace("-", "_")
+    sides = ("defaults", other)
+    procs = {side: _spawn(side, argv) for side in sides}
     try:
-        info = {side: _read(procs[side], side) for side in SIDES}
-        rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+        info = {side: _read(procs[side], side) for side in sides}
+        rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         for i in range(args.rounds):
-            order = SIDES if i % 2 == 0 else SIDES[::-1]  # ABBA: neither side always runs second
+            order = sides if i % 2 == 0 else sides[::-1]  # ABBA: neither side always runs second
             for side in order:
                 assert procs[side].stdin is not None
                 procs[side].stdin.write("run\n")
@@ -219,17 +251,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 proc.stdin.close()
             proc.wait()
     per_round = args.batch * args.steps
-    result = {side: {**info[side], **_summary(rounds[side], per_round)} for side in SIDES}
-    for side in SIDES:
+    result = {side: {**info[side], **_summary(rounds[side], per_round)} for side in sides}
+    for side in sides:
         result[side]["minflt_per_step_median"] = statistics.median(r["minflt"] for r in rounds[side]) / args.steps
-    paired = [b["wall_s"] / a["wall_s"] for a, b in zip(rounds["defaults"], rounds["fp32"])]
-    paired_cpu = [b["thread_cpu_s"] / a["thread_cpu_s"] for a, b in zip(rounds["defaults"], rounds["fp32"])]
+    paired = [b["wall_s"] / a["wall_s"] for a, b in zip(rounds["defaults"], rounds[other])]
+    paired_cpu = [b["thread_cpu_s"] / a["thread_cpu_s"] for a, b in zip(rounds["defaults"], rounds[other])]
     return {
         "arch": args.arch, "dataset": args.dataset, "batch": args.batch, "frames": args.frames,
         "channels": list(args.channels), "rounds": args.rounds, "steps_per_round": args.steps,
-        "compile": args.compile,
+        "compile": args.compile, "versus": other,
         "sides": result,
-        "ratio_of_medians": result["defaults"]["samples_per_s_median"] / result["fp32"]["samples_per_s_median"],
+        "ratio_of_medians": result["defaults"]["samples_per_s_median"] / result[other]["samples_per_s_median"],
         "paired_ratio_median": statistics.median(paired), "paired_ratio_min": min(paired),
         "paired_ratio_max": max(paired),
         "thread_cpu_ratio_median": statistics.median(paired_cpu),
@@ -248,7 +280,10 @@ def save(payload: dict[str, Any], directory: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.versus == "no-stfem" and args.arch != "amanet":
+        parser.error("--versus no-stfem: only AMANet has STFEM (use --arch amanet)")
     if args.worker:
         _worker(args)
         return 0
@@ -258,10 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload["environment"] = environment_info()
     payload["environment"]["torch_threads"] = payload["sides"]["defaults"]["threads"]
     payload["command"] = "python -m benchmarks.cpu_step " + " ".join(argv)
-    d, b = payload["sides"]["defaults"], payload["sides"]["fp32"]
+    other = payload["versus"]
+    d, b = payload["sides"]["defaults"], payload["sides"][other]
+    label = "fp32 eager" if other == "fp32" else "no STFEM"
     shape = f"{args.arch} N={args.batch} T={args.frames} C={','.join(map(str, args.channels))}"
     print(f"cpu_step {shape}: {args.rounds} alternating rounds of {args.steps} step(s), {d['threads']} threads")
-    for side, s in (("defaults", d), ("fp32 eager", b)):
+    for side, s in (("defaults", d), (label, b)):
         compiled = f", torch.compile (first step {s['first_step_s']:.0f} s)" if s["compiled"] else ""
         print(f"  {side:<10} {s['precision']}, {s['memory_format']}{compiled}, {s['allocator']}")
         print(f"  {'':<10} {s['samples_per_s_median']:.3f} samples/s (min {s['samples_per_s_min']:.3f}, "
@@ -276,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"GFLOP/s; bf16 / best fp32 {payload['conv_peak_bf16_over_best_fp32']:.2f}x")
     if not args.no_save:
         print(f"  results written to {save(payload, Path(args.results_dir))}")
+    if other == "no_stfem":
+        print(f"cpu_step {shape}: with STFEM {d['samples_per_s_median']:.3f} samples/s, without "
+              f"{b['samples_per_s_median']:.3f} samples/s: the STFEM step costs {1 / payload['ratio_of_medians']:.2f}x "
+              f"(paired median {1 / payload['paired_ratio_median']:.2f}x)")
+        return 0
     print(f"cpu_step {shape}: defaults {d['samples_per_s_median']:.3f} samples/s, fp32 eager "
           f"{b['samples_per_s_median']:.3f} samples/s, ratio {payload['ratio_of_medians']:.2f}x")
     return 0

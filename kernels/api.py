@@ -11,6 +11,7 @@ from . import frame_group, ops
 from . import window as window_triton  # `window` is window_attention's argument
 from ._checks import announce, check_bias, check_positive_int, check_qkv, choose_backend, resolve_scale
 from .reference import frame_group_attention_reference, window_attention_reference
+from .window_cpu import WindowAttentionCPU
 
 
 def window_attention(
@@ -42,6 +43,10 @@ def window_attention(
     if backend == "eager":
         if not torch.compiler.is_compiling():
             announce(op, "eager", q.device.type)
+            if size > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
+                # Training: the offset formulation, 2.5x faster than autograd through the reference
+                # (docs/kernels.md); inference and export keep the reference itself.
+                return WindowAttentionCPU.apply(q, k, v, bias, size, scale)
         return window_attention_reference(q, k, v, bias, size, scale)
     return torch.ops.amanet.window_attention(q, k, v, bias, size, scale, _interpret(chosen, q))
 

@@ -95,12 +95,12 @@ def _window_grads_out(q, bias, compute_dbias, grads):
 # --------------------------------------------------------------------------- window_attention: CPU implementations
 
 
-def window_attention_cpu(q, k, v, bias, window_size, scale):
+def cpu_window_forward(q, k, v, bias, window_size, scale):
     """Forward on devices without a Triton backend; any layout (the op copies into its own)."""
     return window_attention_reference(q, k, v, bias, window_size, scale)
 
 
-def window_attention_backward_cpu(q, k, v, bias, dout, window_size, scale, compute_dbias):
+def cpu_window_backward(q, k, v, bias, dout, window_size, scale, compute_dbias):
     """(dq, dk, dv, dbias | None) on devices without a Triton backend."""
     return window_attention_reference_backward(q, k, v, bias, dout, window_size, scale, compute_dbias)
 
@@ -116,7 +116,7 @@ def window_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias:
     if interpret:
         return _window_attention_triton(q, k, v, bias, window, scale)
     announce(WINDOW_OP, "eager", q.device.type)
-    return _into(window_output_like(q, window), window_attention_cpu(q, k, v, bias, window, scale))
+    return _into(window_output_like(q, window), cpu_window_forward(q, k, v, bias, window, scale))
 
 
 def _window_fallback(q: torch.Tensor, window_size: int) -> bool:
@@ -153,7 +153,7 @@ def window_attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if interpret:
         return _window_attention_backward_triton(q, k, v, bias, dout, window, scale, compute_dbias)
     return _window_grads_out(q, bias, compute_dbias,
-                             window_attention_backward_cpu(q, k, v, bias, dout, window, scale, compute_dbias))
+                             cpu_window_backward(q, k, v, bias, dout, window, scale, compute_dbias))
 
 
 def _window_reference_backward(q, k, v, bias, dout, window_size, scale, compute_dbias):

@@ -22,7 +22,8 @@ from ..streams import STREAMS, to_stream
 from . import augment
 from .io import (MANIFEST_NAME, check_sampled_finite, data_file, label_file, open_prepared_array, read_label_pickle,
                  read_manifest)
-from .manifest import manifest_layout
+from .manifest import manifest_coord_dims, manifest_layout
+from .protocol import ClipProtocol
 
 __all__ = ["SkeletonDataset", "prepare_command"]
 
@@ -63,7 +64,8 @@ class SkeletonDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: str | Path, split: str = "train", stream: str = "joint",
                  clip_len: int | None = None, random_choose: bool = False, random_shift: bool = False,
                  random_move: bool = False, mmap: bool = True, *, layout: str | SkeletonLayout | None = None,
-                 num_classes: int | None = None, pad: str | None = None) -> None:
+                 num_classes: int | None = None, pad: str | None = None, protocol: ClipProtocol | None = None,
+                 random_view: bool = False) -> None:
         self.data_dir = Path(data_dir)
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -84,6 +86,13 @@ class SkeletonDataset(torch.utils.data.Dataset):
         # A score channel (OpenPose/COCO) decides per joint what is missing; else per body and frame.
         self.confidence: bool = list(self.manifest.get("channels") or [])[-1:] == ["score"]
         self.pad = self._pad_mode(pad)
+        # `random_view`: draw the protocol's random steps (view transform, resampled frames) -- training.
+        self.protocol, self.random_view = protocol or ClipProtocol(), random_view
+        self.coord_dims: int = manifest_coord_dims(self.manifest)
+        self.protocol.check(self.layout.num_joints, self.coord_dims, str(self.data_dir))
+        if self.protocol.resample is not None and clip_len is not None and clip_len != self.protocol.resample:
+            raise ValueError(f"data.resample={self.protocol.resample} sets the clip length; data.clip_len="
+                             f"{clip_len} contradicts it: set data.clip_len to null")
         names, labels = read_label_pickle(self.data_dir / label_file(split))
         self.sample_names: list[str] = list(names)
         self.labels: list[int] = [int(l) for l in labels]
@@ -156,9 +165,13 @@ class SkeletonDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         x = np.array(self.data[index], dtype=np.float32)  # copy out of the memory map
-        needs_rng = self.random_choose or self.random_shift or self.random_move
+        needs_rng = self.random_choose or self.random_shift or self.random_move or self.random_view
         rng = self._rng() if needs_rng else None
-        if self.clip_len is not None:
+        if self.protocol.active:
+            x = self.protocol.apply(x, self.coord_dims, rng if self.random_view else None)
+        if self.protocol.resample is not None:
+            pass  # already the protocol's frame count
+        elif self.clip_len is not None:
             x = augment.fit_length(x, self.clip_len, rng if self.random_choose else None, self.pad)
         elif self.pad == "replay":
             x = augment.fit_length(x, x.shape[1], None, "replay")

@@ -104,12 +104,18 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and verify a checkpoint; any damage becomes a CheckpointError naming the file."""
-    path = Path(path)
+    """Load and verify a checkpoint (a path, or the name of a shipped one: amanet_fast.pretrained);
+    any damage becomes a CheckpointError naming the file."""
+    from ..pretrained import PretrainedError, names_hint, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path)
+    except PretrainedError as err:
+        raise CheckpointError(str(err)) from None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        what = "is a dangling symlink" if path.is_symlink() else "does not exist"
+        what = "is a dangling symlink" if path.is_symlink() else f"does not exist (nor is it a pretrained name; {names_hint()})"
         raise CheckpointError(f"checkpoint {path} {what}") from None
     except OSError as err:  # a directory, a symlink loop, unreadable
         raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from None

@@ -53,12 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.checkpoint:
                 parser.error("--eval-only needs --checkpoint PATH")
             # The model is defined by the checkpoint's own config; the command line may override run-time keys.
-            saved = dict(load_checkpoint(args.checkpoint, map_location="cpu")["config"])
-            saved["work_dir"] = None  # never write into the training run's dir by default: CKPT_DIR/eval
+            from ..pretrained import resolve_checkpoint
+
+            checkpoint = resolve_checkpoint(args.checkpoint)
+            saved = dict(load_checkpoint(checkpoint, map_location="cpu")["config"])
+            # Never write into the training run's dir by default: CKPT_DIR/eval; for a shipped checkpoint
+            # (a name) work_dirs/eval_NAME, not the installed package.
+            shipped = checkpoint != Path(args.checkpoint)
+            saved["work_dir"] = str(Path("work_dirs") / f"eval_{args.checkpoint}") if shipped else None
             cfg = C.resolve_config(args, base=saved)
             from .loop import evaluate_checkpoint
 
-            evaluate_checkpoint(cfg, Path(args.checkpoint), full_argv)
+            evaluate_checkpoint(cfg, checkpoint, full_argv)
             return 0
         if args.checkpoint:
             parser.error("--checkpoint is only used with --eval-only (training resumes from WORK_DIR/latest.pt)")

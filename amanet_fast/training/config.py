@@ -42,6 +42,14 @@ DEFAULTS: dict[str, Any] = {
         "random_choose": False,
         "random_shift": False,
         "random_move": False,
+        # Whole-clip protocol of the CTR-GCN family (amanet_fast.data.protocol; all off by default):
+        "persons": None,  # keep the first N bodies (NW-UCLA: 1); None -> all prepared slots
+        "center_joint": None,  # translate so this joint of the first frame is the origin
+        "view_rotate_deg": 0,  # training: random rotation about x and y, integer degrees in [-a, a]
+        "view_scale": None,  # training: random uniform scale [low, high]
+        "minmax_normalize": False,  # each axis of the clip to [-1, 1]
+        "resample": None,  # the whole clip resampled to N frames (replaces clip_len / pad / random_choose)
+        "train_repeat": 1,  # passes over the training set per epoch
         "num_workers": 0,  # DataLoader workers per process; capped to the CPU cores available (logged)
         "limit_train": None,  # use a seeded subset of this many train samples (smoke runs)
         "limit_val": None,
@@ -512,6 +520,11 @@ def _validate_values(cfg: dict[str, Any]) -> None:
     pos_int_or_null("train.eval_batch_size")
     pos_int_or_null("runtime.threads", allow_zero=True)
     need("data.num_workers", get_key(cfg, "data.num_workers") >= 0, "an integer >= 0")
+    need("data.train_repeat", get_key(cfg, "data.train_repeat") >= 1, "an integer >= 1 (passes per epoch)")
+    pos_int_or_null("data.resample")
+    pos_int_or_null("data.persons")
+    need("data.random_choose", not (cfg["data"]["resample"] and cfg["data"]["random_choose"]),
+         "false when data.resample is set (the resampled clip is the whole sequence)")
     for key in ("data.synthetic.num_train", "data.synthetic.num_val"):
         need(key, get_key(cfg, key) >= 1, "an integer >= 1")
     dev = cfg["runtime"]["device"]

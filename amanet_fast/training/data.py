@@ -272,9 +272,12 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
     from amanet_fast.data import SkeletonDataset
 
     d = cfg["data"]
-    common = dict(stream=d["stream"], clip_len=d["clip_len"], pad=d["pad"])
+    from amanet_fast.data.protocol import ClipProtocol
+
+    common = dict(stream=d["stream"], clip_len=d["clip_len"], pad=d["pad"], protocol=ClipProtocol.from_config(d))
     train_full = SkeletonDataset(directory, split="train", random_choose=d["random_choose"],
-                                 random_shift=d["random_shift"], random_move=d["random_move"], **common)
+                                 random_shift=d["random_shift"], random_move=d["random_move"], random_view=True,
+                                 **common)
     val_full = SkeletonDataset(directory, split="val", **common)
     seed = int(cfg["seed"])
 
@@ -303,8 +306,11 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
     num_classes = int(val_full.num_classes)
     manifest = val_full.manifest
     class_names = manifest_classes(manifest)
+    repeat = int(d["train_repeat"])
+    if repeat > 1:  # one epoch = `repeat` passes over the training set (CTR-GCN's NW-UCLA feeder: 5)
+        train_idx = np.tile(train_idx, repeat)
     return DataBundle(
-        train=train_full if len(train_idx) == len(train_full) else Subset(train_full, train_idx.tolist()),
+        train=train_full if len(train_idx) == len(train_full) and repeat == 1 else Subset(train_full, train_idx.tolist()),
         val=val_full if len(val_idx) == len(val_full) else Subset(val_full, val_idx.tolist()),
         holdout=holdout,
         val_names=val_names,

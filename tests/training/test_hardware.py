@@ -155,6 +155,26 @@ def test_cpu_step_benchmark_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_cpu_step_versus_no_stfem(tmp_path):
+    """--versus no-stfem: the same defaults on both sides, STFEM off on one; the last line is its cost."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cpu_step", "--arch", "amanet", "--dataset", "ucla", "--batch", "1",
+         "--frames", "6", "--channels", "6,12,24", "--scales", "2,2", "--persons", "1", "--rounds", "1",
+         "--threads", "1", "--versus", "no-stfem", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "the STFEM step costs" in out.stdout.strip().splitlines()[-1]
+    (result,) = tmp_path.glob("cpu_step_*_amanet.json")
+    data = json.loads(result.read_text())
+    with_stfem, without = data["sides"]["defaults"], data["sides"]["no_stfem"]
+    assert data["versus"] == "no_stfem" and with_stfem["precision"] == without["precision"]
+    assert with_stfem["params"] > without["params"]
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.cpu_step", "--arch", "msg3d", "--versus", "no-stfem"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode != 0 and "only AMANet has STFEM" in bad.stderr + bad.stdout
+
+
+@pytest.mark.slow
 def test_cpu_step_benchmark_compiled_side(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.cpu_step", "--arch", "msg3d", "--batch", "1", "--frames", "4",
