@@ -1,4 +1,4 @@
-"""Multi-stream score fusion (MS-DS, SPEC §3.3).
+"""Multi-stream score fusion (MS-DS, docs/design.md §3.3).
 
     python -m amanet_fast.ensemble WD_joint WD_bone WD_joint_fused WD_bone_fused
     python -m amanet_fast.ensemble a/scores_val.pkl b/scores_val.pkl --weights 1 1

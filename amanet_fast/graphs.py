@@ -6,7 +6,7 @@ data pipeline need to agree on: joint count, the bone edges, the center joint
 parts of the DP module's alien (moving-frame) coordinates.
 
 Built-in layouts and custom ones are the same kind of object and share one
-JSON form (SPEC §4), which prepared manifests and checkpoints carry:
+JSON form (docs/design.md §4), which prepared manifests and checkpoints carry:
 
     {"name": "my20", "num_joints": 20, "edges": [[0, 1], ...], "center": 1,
      "root": 2, "joint_names": [...], "parts": [{"name": "left_arm", "origin": 4,
@@ -107,7 +107,7 @@ class SkeletonLayout:
             raise ValueError(f"layout {self.name!r}: parts must cover every joint exactly once")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (SPEC §4); `layout_from_dict(l.to_dict()) == l`."""
+        """The JSON form (docs/design.md §4); `layout_from_dict(l.to_dict()) == l`."""
         d: dict[str, Any] = {
             "name": self.name, "num_joints": self.num_joints, "edges": [[a, b] for a, b in self.edges],
             "center": self.center, "root": self.root,
@@ -254,7 +254,7 @@ _COCO17 = SkeletonLayout(
 
 LAYOUTS: dict[str, SkeletonLayout] = {l.name: l for l in (_NTU25, _OPENPOSE18, _UCLA20, _COCO17)}
 
-Layout = SkeletonLayout  # the name SPEC §4 and the tools use
+Layout = SkeletonLayout  # the short name the tools use (docs/design.md §4)
 
 
 class LayoutError(ValueError):
@@ -401,7 +401,7 @@ def layout_from_dict(d: Any, source: str = "layout") -> SkeletonLayout:
 
 
 def load_layout(path: str | Path) -> SkeletonLayout:
-    """A layout JSON file (SPEC §4); errors name the file and the field."""
+    """A layout JSON file (docs/design.md §4); errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: layout file not found")

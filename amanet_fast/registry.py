@@ -5,7 +5,7 @@ error messages all read `DATASETS` here; adding a dataset means adding one
 entry (plus its reader and its recipe file under configs/). The skeleton
 graphs themselves live in `amanet_fast.graphs` (built-in layouts by name);
 what a prepared folder actually holds is recorded in its manifest, which wins
-over this table once data exists (SPEC §4, §5).
+over this table once data exists (docs/design.md §4, §5).
 
 Fields of `DatasetInfo`:
 - `kind`: the `python -m amanet_fast.data.prepare KIND` that produces it.

@@ -70,7 +70,7 @@ def fused(x: ArrayT, layout: SkeletonLayout | str) -> ArrayT:
 def present(x: ArrayT, coord_dims: int, confidence: bool) -> ArrayT:
     """Where a joint counts as observed; channel axis fourth from last ((C, T, V, M) or (N, C, T, V, M)).
 
-    SPEC §3.2: for coordinates alone "missing" is decided per person and frame
+    docs/design.md §3.2: for coordinates alone "missing" is decided per person and frame
     -- a body with every coordinate of every joint exactly 0 in that frame is
     absent (padding, no detection) -- never per joint, because an exactly-zero
     joint is real data (after NTU pre-normalization the spine-mid joint of the

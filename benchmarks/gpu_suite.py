@@ -238,7 +238,7 @@ class OpInputs:
 
 def make_op_inputs(case: AttentionCase, dtype: torch.dtype, device: torch.device) -> OpInputs:
     """q, k, v as the model passes them: free (B, H, T, J, D) views of one fused
-    (B, 3*H*D, T, J) qkv activation (SPEC §2 layout), each a leaf."""
+    (B, 3*H*D, T, J) qkv activation (docs/design.md §2 layout), each a leaf."""
     B, H, T, J, D = case.shape
     gen = torch.Generator(device=device).manual_seed(0)
     qkv = torch.randn(B, 3, H, D, T, J, generator=gen, device=device, dtype=dtype)

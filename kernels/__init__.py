@@ -4,9 +4,8 @@
     frame_group_attention(q, k, v, group, *, scale=None, backend="auto")
 
 backend: "auto" (Triton on CUDA tensors, eager elsewhere), "triton", "eager".
+Modules: docs/kernels.md ("Package layout"); maths: docs/design.md §2.
 """
-from .frame_group_attention import frame_group_attention
-from .window_attention import window_attention
-from . import ops  # noqa: E402,F401  registers the torch.library custom ops the functions dispatch to
+from .api import frame_group_attention, window_attention
 
 __all__ = ["window_attention", "frame_group_attention"]

@@ -93,7 +93,7 @@ def choose_backend(op: str, backend: str, q: torch.Tensor) -> str:
 def announce(op: str, backend: str, device_type: str) -> None:
     """Log once per (op, backend, device type) which backend ran, so a slow path is
     never silent. Called where the backend runs: the custom ops' implementations
-    (outside any traced graph) and the direct eager/interpreter paths when not compiling."""
+    (outside any traced graph) and the public functions' direct eager path when not compiling."""
     key = (op, backend, device_type)
     if key not in _announced:
         _announced.add(key)

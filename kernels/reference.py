@@ -39,7 +39,7 @@ def tile_bias(bias: torch.Tensor, window: int) -> torch.Tensor:
 def window_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int, scale: float
 ) -> torch.Tensor:
-    """Windowed spatio-temporal attention (SPEC §2.1): out (B, H, T, window, J, D)."""
+    """Windowed spatio-temporal attention (docs/design.md §2.1): out (B, H, T, window, J, D)."""
     B, H, T, J, D = q.shape
     cdt = _compute_dtype(q.dtype)
     qw, kw, vw = (unfold_windows(t.to(cdt), window) for t in (q, k, v))
@@ -108,7 +108,7 @@ def frame_group_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float, *,
     probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Grouped frame attention (SPEC §2.2): each frame is one token of J*D
+    """Grouped frame attention (docs/design.md §2.2): each frame is one token of J*D
     features, attention inside consecutive groups of `group` frames; the last
     group may be shorter and has no padding tokens. Out (B, H, T, J, D).
     `probs`: frame_group_probs(q, k, group, scale) when the caller already has them."""

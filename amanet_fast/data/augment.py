@@ -90,7 +90,7 @@ def random_move(x: np.ndarray, rng: np.random.Generator, move_time: int = 1, *,
     Parameters are drawn at `move_time + 1` evenly spaced key frames and linearly
     interpolated in between (MS-G3D's scheme). Every joint of a body present in
     a frame moves with it, rigidly (an exactly-zero joint of a present body is
-    real data, SPEC §3.2); absent bodies and padded frames stay exactly zero.
+    real data, docs/design.md §3.2); absent bodies and padded frames stay exactly zero.
     With `confidence` (the last channel is an OpenPose/COCO score) joints with
     score 0 stay at zero, as the readers write them.
     """

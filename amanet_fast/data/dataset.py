@@ -1,6 +1,6 @@
 """`SkeletonDataset`: prepared skeleton arrays, memory-mapped, as torch samples.
 
-Reads what `amanet_fast.data.prepare` wrote (SPEC §5 prepared format plus
+Reads what `amanet_fast.data.prepare` wrote (docs/design.md §5 prepared format plus
 manifest.json). The array stays on disk (`mmap=True`): each item copies one
 sample out, so datasets far larger than RAM work and DataLoader workers share
 the page cache. Per item: clip length and short-clip padding (`pad`: zero or

@@ -1,4 +1,4 @@
-"""Atomic writing of a prepared dataset (SPEC §5 prepared format + manifest).
+"""Atomic writing of a prepared dataset (docs/design.md §5 prepared format + manifest).
 
 Everything is written into `DIR/.tmp-XXXX` first and moved into place with
 `os.replace` only when the whole run succeeded, manifest last. The manifest is
@@ -54,7 +54,7 @@ def label_file(split: str) -> str:
 
 
 # Manifest keys readers rely on, with the type each must have.
-# layout: the full layout object (SPEC §4); older manifests name a built-in layout
+# layout: the full layout object (docs/design.md §4); older manifests name a built-in layout
 _MANIFEST_TYPES = {"layout": (dict, str), "num_classes": int, "num_channels": int, "counts": dict}
 
 

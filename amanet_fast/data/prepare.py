@@ -259,7 +259,7 @@ def build_parser(prog: str = "python -m amanet_fast.data.prepare", need_out: boo
     g.add_argument("--val-split", default="val", help="name of the val split in the pickle")
     g.add_argument("--unsplit-to", choices=("train", "val"), default="train",
                    help="split receiving all annotations of a pickle without a 'split' key")
-    g.add_argument("--layout", help="skeleton layout: a layout JSON file (SPEC §4; start from `python -m "
+    g.add_argument("--layout", help="skeleton layout: a layout JSON file (docs/design.md §4; start from `python -m "
                    f"amanet_fast.graphs dump ntu25`) or a built-in name ({', '.join(LAYOUTS)}). "
                    "Default: pyskl's own convention (2D 17 joints = coco17, 3D 25 joints = ntu25), else required")
     g.add_argument("--class-names", type=Path, help="text file with one class name per line, in label order "

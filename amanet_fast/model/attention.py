@@ -40,7 +40,7 @@ def resolve_heads(width: int, heads: int | None, head_dim: int) -> int:
 
 
 def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, 3E, T, V) -> three free (N, H, T, V, D) views (SPEC §2 layout)."""
+    """(N, 3E, T, V) -> three free (N, H, T, V, D) views (docs/design.md §2 layout)."""
     n, c3, t, v = qkv.shape
     width = c3 // 3
     # unbind, not three selects: its backward stacks the three gradients into one tensor, where

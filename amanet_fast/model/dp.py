@@ -17,7 +17,7 @@ Readings worth stating:
   Q u^T / |u|^2, a rank-1 map, so only the first coordinate is non-zero.
 - "center": eq. (5), joint minus the layout's center joint (Table 2 ori_rel).
 - "center+alien": both (Table 2's 15-channel row).
-- Missing data (`amanet_fast.streams.present`, SPEC §3.2): without a
+- Missing data (`amanet_fast.streams.present`, docs/design.md §3.2): without a
   confidence channel a body is missing in a frame when all its coordinates
   are exactly 0 (padding, no detection); an exactly-zero joint of a present
   body is real (NTU's pre-normalized spine-mid, NW-UCLA's frame-0 spine, a

@@ -150,7 +150,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 # ----------------------------------------------------------------------------- the model a checkpoint holds
 # Checkpoints carry the network's description beside its weights, so eval, resume and later tools
 # (predict, export) rebuild exactly the trained model:
-#   state["layout"]       the skeleton layout's JSON dict (SPEC §4; graphs.layout_from_dict reads it)
+#   state["layout"]       the skeleton layout's JSON dict (docs/design.md §4; graphs.layout_from_dict reads it)
 #   state["model_config"] ModelConfig.to_dict() (JSON-able; model.build.model_from_dict rebuilds it)
 #   state["classes"]      class names in label order
 #   state["data_channels"] meaning of the input channels, e.g. ["x", "y", "score"]

@@ -1,4 +1,4 @@
-"""CPU runtime defaults that use the hardware (SPEC §6, issue 14).
+"""CPU runtime defaults that use the hardware (docs/design.md §6, issue 14).
 
 Four levers, measured on the 2-core AVX-512 BF16 development machine with
 `python -m benchmarks.cpu_step` (numbers in benchmarks/results/README.md):

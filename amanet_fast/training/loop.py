@@ -86,7 +86,7 @@ def resolve_compile(flag: Any, device: torch.device) -> bool:
 
 
 def resolved_kernel_backend(requested: str, device: torch.device) -> str:
-    """What `backend="auto"` means for the kernels (SPEC §2): Triton on CUDA tensors, eager otherwise."""
+    """What `backend="auto"` means for the kernels (docs/design.md §2): Triton on CUDA tensors, eager otherwise."""
     if requested != "auto":
         return requested
     return "triton" if device.type == "cuda" else "eager"
@@ -94,7 +94,7 @@ def resolved_kernel_backend(requested: str, device: torch.device) -> str:
 
 def default_model_factory(cfg: dict, data: DataBundle) -> nn.Module:
     """The network for the prepared data: layout, classes and channels from its manifest, the rest from the recipe."""
-    from amanet_fast import build_model
+    from amanet_fast.model.build import build_model
 
     return build_model(cfg["model"]["arch"], cfg["dataset"], **model_kwargs(cfg, data))
 

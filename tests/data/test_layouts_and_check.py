@@ -1,4 +1,4 @@
-"""Custom layouts (SPEC §4) and the data checker: every layout-file error is one clear line naming the
+"""Custom layouts (docs/design.md §4) and the data checker: every layout-file error is one clear line naming the
 field; built-ins round-trip through their JSON form; the checker finds each defect of a crafted dataset."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DP, random_move and padding on the REAL shared samples (SPEC §3.2, §6).
+"""DP, random_move and padding on the REAL shared samples (docs/design.md §3.2, §6).
 
 Random skeletons never put a joint exactly at the origin; real prepared data
 does (NTU's pre-normalized spine mid in every frame, NW-UCLA's frame-0 spine),

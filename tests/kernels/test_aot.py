@@ -1,4 +1,4 @@
-"""Ahead-of-time GPU builds (kernels.aot_check) on a CPU-only machine.
+"""Ahead-of-time GPU builds (kernels.tools.aot_check) on a CPU-only machine.
 
 The toy kernels below exercise the machinery itself: one clean tl.dot kernel that
 must build everywhere, two that the interpreter would run but the GPU compiler
@@ -23,7 +23,7 @@ import pytest
 import triton
 import triton.language as tl
 
-from kernels.aot_check import (
+from kernels.tools.aot_check import (
     TARGETS,
     format_table,
     heaviest_configs,
@@ -34,7 +34,7 @@ from kernels.aot_check import (
     specialize_like_jit,
     split_selection,
 )
-from kernels.aot_spec import KernelSpec
+from kernels.tools.specs import KernelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY_SOURCE = "tests.kernels.test_aot:toy_specs"
@@ -112,7 +112,8 @@ def run_aot_check(tmp_path: Path, *args: str, timeout: float) -> tuple[subproces
     env["TMPDIR"] = str(tmp_path)  # a timed-out (killed) run leaves its Triton cache here, not in /tmp
     report_path = tmp_path / "report.json"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "kernels.aot_check", "--quiet", "--json", str(report_path), *args],
+    done = subprocess.run([sys.executable, "-m", "kernels.tools.aot_check", "--quiet", "--json", str(report_path),
+                           *args],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - start
     assert report_path.exists(), f"aot_check wrote no report (rc={done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -219,7 +220,7 @@ def test_heaviest_configs_picks_the_rows_nearest_the_limits() -> None:
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
     for args, needle in ((["--targets", "75"], "--targets"), (["--specs", "no_colon"], "MODULE:FUNCTION"),
                          (["--jobs", "0"], "--jobs")):
-        done = subprocess.run([sys.executable, "-m", "kernels.aot_check", *args], cwd=REPO_ROOT,
+        done = subprocess.run([sys.executable, "-m", "kernels.tools.aot_check", *args], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
         assert needle in done.stderr
@@ -277,7 +278,7 @@ def test_filter_and_only_names_select_a_subset(tmp_path: Path) -> None:
 
     names.write_text("good_dot[fp16]\nno_such_kernel[fp16]\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "kernels.aot_check", "--specs", TOY_SOURCE, "--only-names",
+    done = subprocess.run([sys.executable, "-m", "kernels.tools.aot_check", "--specs", TOY_SOURCE, "--only-names",
                            str(names)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 2 and "no_such_kernel[fp16]" in done.stderr, done.stderr
 
@@ -298,7 +299,8 @@ def test_every_project_kernel_config_builds_for_sm80_sm86_sm90(tmp_path: Path) -
     AMANET_AOT_QUICK=1 builds only the configs nearest the limits in the committed full
     report (docs/kernel_resources.json) plus configs it does not know yet."""
     if os.environ.get("AMANET_AOT_QUICK") == "1":
-        assert FULL_REPORT.exists(), (f"{FULL_REPORT} is missing: regenerate it with `python -m kernels.aot_check "
+        assert FULL_REPORT.exists(), (f"{FULL_REPORT} is missing: regenerate it with "
+                                      f"`python -m kernels.tools.aot_check "
                                       f"--json docs/kernel_resources.json --markdown docs/kernel_resources.md`")
         done, report, wall = run_aot_check(tmp_path, "--heaviest-from", str(FULL_REPORT), timeout=900)
     else:

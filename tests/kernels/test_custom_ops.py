@@ -4,18 +4,15 @@ against the fakes (run on CPU through the interpreter), the eager fallback past
 the window tile, and backend logging that happens when a backend runs."""
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pytest
 import torch
 
 import kernels
-from kernels import _checks, ops
+from kernels import _checks, ops, window
 from kernels.reference import frame_group_attention_reference, window_attention_reference
 
-wa_module = importlib.import_module("kernels.window_attention")
-fga_module = importlib.import_module("kernels.frame_group_attention")
 
 window_op = torch.ops.amanet.window_attention.default
 window_bwd_op = torch.ops.amanet.window_attention_backward.default
@@ -96,17 +93,17 @@ def test_triton_window_impl_layouts_match_the_fakes():
     output and packed gradients have the layouts the fakes promise, without copies."""
     q, k, v = _qkv((1, 2, 3, 18, 8))
     bias = torch.randn(18, 18)
-    raw = wa_module._window_forward(q, k, v, bias, 3, 0.4)
+    raw = window.window_forward(q, k, v, bias, 3, 0.4)
     fake = ops.window_output_like(q, 3)
     assert raw.shape == fake.shape and raw.stride() == fake.stride()
-    out = ops._window_attention_cuda(q, k, v, bias, 3, 0.4)
+    out = ops._window_attention_triton(q, k, v, bias, 3, 0.4)
     torch.testing.assert_close(out, window_attention_reference(q, k, v, bias, 3, 0.4), rtol=1e-4, atol=1e-5)
     dout = torch.randn(out.shape)
-    dq, dk, dv, _ = wa_module._window_backward(q, k, v, bias, dout, 3, 0.4, False)
+    dq, dk, dv, _ = window.window_backward(q, k, v, bias, dout, 3, 0.4, False)
     packed = ops._pack_grads(q, dq, dk, dv)
     assert packed.stride() == ops.window_grads_like(q).stride()
     assert packed.untyped_storage().data_ptr() == dq.untyped_storage().data_ptr()  # no copy
-    grads, dbias = ops._window_attention_backward_cuda(q, k, v, bias, dout, 3, 0.4, True)
+    grads, dbias = ops._window_attention_backward_triton(q, k, v, bias, dout, 3, 0.4, True)
     want = ops._window_reference_backward(q, k, v, bias, dout, 3, 0.4, True)
     torch.testing.assert_close(grads, want[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dbias, want[1], rtol=1e-4, atol=1e-5)
@@ -123,7 +120,7 @@ def test_pack_grads_copies_separate_buffers():
 
 def test_triton_frame_group_impl_layouts_match_the_fakes():
     q, k, v = _qkv((1, 1, 7, 18, 24))  # J*D = 432: two feature chunks
-    out, probs = ops._frame_group_attention_cuda(q, k, v, 5, 0.05)
+    out, probs = ops._frame_group_attention_triton(q, k, v, 5, 0.05)
     assert out.stride() == q.stride()
     fake_probs = ops.frame_group_probs_like(q, 5)
     assert probs.shape == fake_probs.shape and probs.dtype == fake_probs.dtype
@@ -132,7 +129,7 @@ def test_triton_frame_group_impl_layouts_match_the_fakes():
     # Both implementations save the same softmax (padding rows of the Triton one aside).
     torch.testing.assert_close(probs[:, 0, :5, :5], cpu_probs[:, 0, :5, :5], rtol=1e-4, atol=1e-6)
     dout = torch.randn(q.shape)
-    got = ops._frame_group_attention_backward_cuda(q, k, v, probs, dout, 5, 0.05)
+    got = ops._frame_group_attention_backward_triton(q, k, v, probs, dout, 5, 0.05)
     want = fga_bwd_op(q, k, v, cpu_probs, dout, 5, 0.05)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
@@ -145,11 +142,11 @@ def test_cuda_impl_falls_back_to_eager_beyond_the_tile_and_says_so(monkeypatch, 
     q, k, v = _qkv((1, 1, 2, 30, 4))  # 5 * 30 = 150 tokens > 128
     bias = torch.zeros(30, 30)
     with caplog.at_level("WARNING", logger="kernels"):
-        out = ops._window_attention_cuda(q, k, v, bias, 5, 0.5)
+        out = ops._window_attention_triton(q, k, v, bias, 5, 0.5)
     assert "exceeds the Triton tile" in caplog.text
     torch.testing.assert_close(out, window_attention_reference(q, k, v, bias, 5, 0.5))
     dout = torch.randn(out.shape)
-    grads, dbias = ops._window_attention_backward_cuda(q, k, v, bias, dout, 5, 0.5, True)
+    grads, dbias = ops._window_attention_backward_triton(q, k, v, bias, dout, 5, 0.5, True)
     want = ops._window_reference_backward(q, k, v, bias, dout, 5, 0.5, True)
     assert torch.equal(grads, want[0]) and torch.equal(dbias, want[1])
 
@@ -166,3 +163,17 @@ def test_compiled_call_logs_the_backend_that_ran(monkeypatch, caplog):
         out = fn(q, k, v)
     assert "frame_group_attention: using the eager backend on cpu" in caplog.text
     torch.testing.assert_close(out, frame_group_attention_reference(q, k, v, 2, 6 ** -0.5))
+
+
+# --------------------------------------------------------------------------- one autograd wiring
+
+
+def test_every_backend_but_eager_runs_through_the_custom_ops():
+    """backend='triton' on CPU (the interpreter) and 'auto' take the same custom op, and so
+    the same registered autograd, as CUDA: there is no second backward path to keep in step."""
+    q, k, v = _qkv((1, 1, 3, 3, 4), requires_grad=True)
+    for backend in ("triton", "auto"):
+        out = kernels.window_attention(q, k, v, torch.zeros(3, 3), 2, backend=backend)
+        assert "amanet_window_attention" in type(out.grad_fn).__name__, backend
+        out = kernels.frame_group_attention(q, k, v, 2, backend=backend)
+        assert "amanet_frame_group_attention" in type(out.grad_fn).__name__, backend

@@ -14,7 +14,6 @@ and bias kinds against the literal float64 loops of the op test modules.
 from __future__ import annotations
 
 import functools
-import importlib
 import random
 from dataclasses import dataclass
 from unittest import mock
@@ -23,12 +22,13 @@ import pytest
 import torch
 
 import kernels
+from kernels import frame_group, window
 from amanet_fast import build_model
 from tests.kernels.test_frame_group_attention import naive_frame_group_attention
 from tests.kernels.test_window_attention import naive_window_attention
 
-wa_module = importlib.import_module("kernels.window_attention")
-fga_module = importlib.import_module("kernels.frame_group_attention")
+wa_module = window
+fga_module = frame_group
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MODEL_DATASETS = ("ntu60", "kinetics", "ucla")
@@ -122,7 +122,7 @@ def test_model_shapes_cover_every_kernel_path():
     paths = set()
     for dtype in (torch.float32, torch.float16):
         for s in _window_shapes():
-            cfg = wa_module._launch_config(dtype, s.size, s.J, s.D)
+            cfg = wa_module.launch_config(dtype, s.size, s.J, s.D)
             paths.add((s.size, cfg.bwd_frame_local, -(-s.D // cfg.block_d) == 1))
     assert paths == {(w, w == 1, one_pass) for w in (1, 3, 5) for one_pass in (False, True)}
     # Every FF shape spans several feature chunks (the case that was wrong before).

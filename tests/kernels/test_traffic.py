@@ -1,4 +1,4 @@
-"""The bytes-moved model (kernels/traffic.py): the window backward stays within 1.5x of
+"""The bytes-moved model (kernels/tools/traffic.py): the window backward stays within 1.5x of
 its minimum traffic at the model's layout, and the table in docs is the one the model
 generates today."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import traffic
+from kernels.tools import traffic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_sliding_backward_worst_counts_warmup_and_passes():
 def test_docs_table_is_current():
     text = (REPO_ROOT / "docs" / "kernel_resources.md").read_text(encoding="utf-8")
     assert traffic.format_markdown(traffic.all_traffic()) in text, (
-        "regenerate with `python -m kernels.traffic --markdown docs/kernel_resources.md`")
+        "regenerate with `python -m kernels.tools.traffic --markdown docs/kernel_resources.md`")
 
 
 def test_cli_refreshes_only_its_block(tmp_path, capsys):

@@ -7,17 +7,17 @@ cases are a hand-picked covering set rather than a full cross product.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from kernels import window_attention
+from kernels import window, window_attention
+from kernels.tools import specs as aot_specs
 from kernels.reference import window_attention_reference
 
-wa_module = importlib.import_module("kernels.window_attention")  # the package re-exports the function under the same name
+wa_module = window  # the Triton op module (kernels/window.py)
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -28,7 +28,7 @@ TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 
 
 def naive_window_attention(q, k, v, bias, window, scale):
-    """SPEC §2.1 written out literally: one window at a time, frames past T as
+    """docs/design.md §2.1 written out literally: one window at a time, frames past T as
     explicit zero rows, bias looked up per (query joint, key joint)."""
     B, H, T, J, D = q.shape
     joint_of_token = torch.arange(window * J) % J
@@ -223,33 +223,33 @@ CHUNK_CASES = [
 @pytest.mark.parametrize("case,min_chunk,chunk", CHUNK_CASES, ids=[str(c[0]) for c in CHUNK_CASES])
 def test_triton_backward_across_chunk_boundaries(monkeypatch, case: Case, min_chunk: int, chunk: int):
     _force_chunks(monkeypatch, min_chunk)
-    assert wa_module._anchors_per_program(case.T, case.B * case.H, case.window) == chunk
+    assert wa_module.anchors_per_program(case.T, case.B * case.H, case.window) == chunk
     _assert_triton_matches_eager(case)
 
 
 def test_backward_path_choice():
     # Window 1 with the frame in one query block: frame-local (one pass, no slots);
     # otherwise the sliding path.
-    assert wa_module._launch_config(torch.float32, 1, 25, 24).bwd_frame_local
-    assert wa_module._launch_config(torch.bfloat16, 1, 18, 96).bwd_frame_local
-    assert not wa_module._launch_config(torch.float16, 1, 40, 8).bwd_frame_local
-    assert not wa_module._launch_config(torch.float16, 3, 10, 8).bwd_frame_local  # 30 tokens, one block, window 3
-    assert wa_module._resweep_frame_bytes(torch.bfloat16, 1, 25, 96) == 0
+    assert wa_module.launch_config(torch.float32, 1, 25, 24).bwd_frame_local
+    assert wa_module.launch_config(torch.bfloat16, 1, 18, 96).bwd_frame_local
+    assert not wa_module.launch_config(torch.float16, 1, 40, 8).bwd_frame_local
+    assert not wa_module.launch_config(torch.float16, 3, 10, 8).bwd_frame_local  # 30 tokens, one block, window 3
+    assert wa_module.resweep_frame_bytes(torch.bfloat16, 1, 25, 96) == 0
 
 
 def test_backward_chunk_length_rule():
     # Fill rule: B*H = 256 heads need 4 programs each to reach 1024 programs.
-    assert wa_module._anchors_per_program(300, 256, 1) == 75
+    assert wa_module.anchors_per_program(300, 256, 1) == 75
     # Several head-dim passes: the re-read working set (chunk + window - 1 frames) is capped...
-    frame = wa_module._resweep_frame_bytes(torch.bfloat16, 3, 25, 24)
+    frame = wa_module.resweep_frame_bytes(torch.bfloat16, 3, 25, 24)
     assert frame == (3 + 3) * 25 * 24 * 2
-    chunk = wa_module._anchors_per_program(300, 256, 3, frame)
+    chunk = wa_module.anchors_per_program(300, 256, 3, frame)
     assert (chunk + 2) * frame <= wa_module.RESWEEP_BYTES_PER_PROGRAM < (chunk + 3) * frame
     # ...but the warm-up bound wins: at least MIN_CHUNK_PER_WARMUP * (window - 1) anchors.
-    assert wa_module._anchors_per_program(300, 256, 5, 10**9) == wa_module.MIN_CHUNK_PER_WARMUP * 4
+    assert wa_module.anchors_per_program(300, 256, 5, 10**9) == wa_module.MIN_CHUNK_PER_WARMUP * 4
     # One head-dim pass reads every frame once: no cap.
-    assert wa_module._resweep_frame_bytes(torch.float16, 5, 25, 16) == 0
-    assert wa_module._anchors_per_program(300, 2048, 5) == 300  # 2048 heads fill the GPU alone
+    assert wa_module.resweep_frame_bytes(torch.float16, 5, 25, 16) == 0
+    assert wa_module.anchors_per_program(300, 2048, 5) == 300  # 2048 heads fill the GPU alone
 
 
 class _StoreSpy:
@@ -297,8 +297,8 @@ def test_triton_backward_writes_each_gradient_once(monkeypatch):
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v, bias)]
     out = window_attention(*leaves, case.window, backend="triton")
     calls = []
-    monkeypatch.setattr(wa_module, "_window_attention_bwd_kernel",
-                        _RecordingKernel(wa_module._window_attention_bwd_kernel, calls))
+    monkeypatch.setattr(wa_module, "window_bwd_kernel",
+                        _RecordingKernel(wa_module.window_bwd_kernel, calls))
     spy = _StoreSpy(monkeypatch)
     # autograd.grad returns the op's own tensors (.grad may be re-laid-out by AccumulateGrad).
     grads = torch.autograd.grad(out, leaves, torch.randn_like(out))[:3]
@@ -360,13 +360,13 @@ class _RecordingKernel:
 
 
 def test_triton_kernels_read_inputs_without_copies(monkeypatch):
-    # SPEC §2: the model's permuted q/k/v views (and the output gradient) must reach the
+    # docs/design.md §2: the model's permuted q/k/v views (and the output gradient) must reach the
     # kernels as they are; a .contiguous() would double the memory traffic.
     fwd_calls, bwd_calls = [], []
-    monkeypatch.setattr(wa_module, "_window_attention_fwd_kernel",
-                        _RecordingKernel(wa_module._window_attention_fwd_kernel, fwd_calls))
-    monkeypatch.setattr(wa_module, "_window_attention_bwd_kernel",
-                        _RecordingKernel(wa_module._window_attention_bwd_kernel, bwd_calls))
+    monkeypatch.setattr(wa_module, "window_fwd_kernel",
+                        _RecordingKernel(wa_module.window_fwd_kernel, fwd_calls))
+    monkeypatch.setattr(wa_module, "window_bwd_kernel",
+                        _RecordingKernel(wa_module.window_bwd_kernel, bwd_calls))
     case = Case(window=3, T=3, J=18, D=8)
     q, k, v, bias = make_inputs(case, seed=5)
     assert not q.is_contiguous()  # the model layout is a permuted view
@@ -437,7 +437,7 @@ def test_window_larger_than_tile_is_refused_by_triton():
 
 
 def test_aot_specs_cover_every_launch_config():
-    specs = wa_module.aot_specs()
+    specs = aot_specs.window_specs()
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
     by_key = {}
@@ -461,10 +461,10 @@ def test_aot_specs_cover_every_launch_config():
         for window in (1, 3, 5):
             for J in (18, 20, 25):
                 for D in (8, 16, 24, 32, 48, 64, 96):
-                    cfg = wa_module._launch_config(dtype, window, J, D)
+                    cfg = wa_module.launch_config(dtype, window, J, D)
                     for affine in (True, False):
-                        wanted = [("_window_attention_fwd_kernel", cfg.fwd_constexprs(affine), cfg.fwd_num_warps)]
-                        wanted += [("_window_attention_bwd_kernel", cfg.bwd_constexprs(flag), cfg.bwd_num_warps)
+                        wanted = [("window_fwd_kernel", cfg.fwd_constexprs(affine), cfg.fwd_num_warps)]
+                        wanted += [("window_bwd_kernel", cfg.bwd_constexprs(flag), cfg.bwd_num_warps)
                                    for flag in (True, False)]
                         for kernel, constexprs, num_warps in wanted:
                             key = (kernel, label, tuple(sorted(constexprs.items())), num_warps)

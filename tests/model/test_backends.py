@@ -121,7 +121,7 @@ def test_full_amanet_traces_as_one_graph_and_compiled_grads_match():
 
 
 def test_qkv_reach_kernels_as_free_views(monkeypatch):
-    """The model must not copy q/k/v before the kernels (SPEC §2): they share the conv output's storage."""
+    """The model must not copy q/k/v before the kernels (docs/design.md §2): they share the conv output's storage."""
     seen = []
     real_wa, real_fga = kernels.window_attention, kernels.frame_group_attention
 

@@ -4,11 +4,11 @@ Why: CI and most sessions have no GPU, and the Triton interpreter accepts code t
 GPU compiler rejects (dot tiles below 16, non-power-of-two ranges) while saying
 nothing about registers, spills or shared memory. Triton can lower a kernel all the
 way to a cubin for a chosen GPU architecture on a CPU-only machine; this module does
-that for every `KernelSpec` the op modules enumerate, reads the resources the cubin
+that for every `KernelSpec` kernels/tools/specs.py enumerates, reads the resources the cubin
 needs (ptxas -v log + `cuobjdump --dump-resource-usage`), and computes the
 theoretical occupancy on sm_80 (A100), sm_86 (RTX 3090) and sm_90 (H100).
 
-    python -m kernels.aot_check [--targets 80,86,90] [--json PATH] [--markdown PATH]
+    python -m kernels.tools.aot_check [--targets 80,86,90] [--json PATH] [--markdown PATH]
                                 [--filter SUBSTR] [--jobs 2] [--specs MODULE:FUNC ...]
 
 Exit status 0 when every (config, target) compiles, does not spill and fits the
@@ -36,15 +36,15 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .aot_spec import KernelSpec
+from .specs import KernelSpec, specialize_like_jit  # noqa: F401  (specialize_like_jit: re-exported)
 
 DEFAULT_SPEC_SOURCES: tuple[str, ...] = (
-    "kernels.window_attention:aot_specs",
-    "kernels.frame_group_attention:aot_specs",
+    "kernels.tools.specs:window_specs",
+    "kernels.tools.specs:frame_group_specs",
 )
 DEFAULT_TARGETS: tuple[int, ...] = (80, 86, 90)
 WARP_SIZE = 32
@@ -155,7 +155,7 @@ def parse_ptxas_log(text: str) -> dict[str, int]:
 def parse_spec_source(source: str) -> tuple[str, str]:
     module, sep, func = source.partition(":")
     if not sep or not module or not func:
-        raise ValueError(f"--specs expects MODULE:FUNCTION (e.g. kernels.window_attention:aot_specs), got {source!r}")
+        raise ValueError(f"--specs expects MODULE:FUNCTION (e.g. kernels.tools.specs:window_specs), got {source!r}")
     return module, func
 
 
@@ -167,8 +167,8 @@ def load_specs(sources: Sequence[str]) -> list[KernelSpec]:
         module = importlib.import_module(module_name)
         func = getattr(module, func_name, None)
         if func is None:
-            raise LookupError(f"{module_name} has no {func_name}(): the op module must expose it "
-                              f"(see kernels/aot_spec.py)")
+            raise LookupError(f"{module_name} has no {func_name}(): the module must expose it "
+                              f"(see kernels/tools/specs.py)")
         produced = list(func())
         if not produced:
             raise ValueError(f"{source} returned no KernelSpec: nothing to build")
@@ -225,37 +225,6 @@ def pointer_alignment_attrs(signature: dict[str, str], spec: KernelSpec) -> dict
     return attrs
 
 
-def specialize_like_jit(spec: KernelSpec, int_values: dict[str, int]) -> KernelSpec:
-    """The spec the JIT would actually build when the launcher passes these integers.
-
-    At launch, Triton turns every integer argument equal to 1 into a constexpr and marks
-    every integer divisible by 16 with tt.divisibility=16. Both change code generation
-    (a unit stride makes loads vectorizable), hence registers and spills, so an AOT
-    build is only faithful when it sees the same specialization. Op modules call this
-    from aot_specs() with the strides/sizes of the layout the model really passes.
-    """
-    signature = dict(spec.signature)
-    constexprs = dict(spec.constexprs)
-    divisible = list(spec.meta.get("divisible_by_16", ()))
-    for name, value in int_values.items():
-        if name not in signature:
-            raise ValueError(f"{spec.name}: {name!r} is not a runtime argument of the spec "
-                             f"(known: {sorted(signature)})")
-        if not signature[name].startswith(("i", "u")) or isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{spec.name}: {name!r} must be an integer argument with an int value, "
-                            f"got type {signature[name]!r} and value {value!r}")
-        if value == 1:
-            del signature[name]
-            constexprs[name] = 1
-            continue
-        if not -2**31 <= value < 2**31:
-            signature[name] = "i64"
-        if value % 16 == 0 and name not in divisible:
-            divisible.append(name)
-    meta = {**spec.meta, "divisible_by_16": tuple(divisible)}
-    return replace(spec, signature=signature, constexprs=constexprs, meta=meta)
-
-
 # --------------------------------------------------------------------------- worker side
 _WORKER_SPECS: dict[str, KernelSpec] = {}
 
@@ -305,7 +274,7 @@ def compile_one(spec_name: str, arch: int) -> dict[str, Any]:
     spec = _WORKER_SPECS.get(spec_name)
     if spec is None:
         return {"name": spec_name, "arch": arch, "ok": False, "compile_s": 0.0,
-                "error": f"the worker's aot_specs() did not produce {spec_name!r}: the spec list must be "
+                "error": f"the worker's spec sources did not produce {spec_name!r}: the spec list must be "
                          f"deterministic (or a kernel source file changed during the run)"}
     row: dict[str, Any] = {"name": spec.name, "arch": arch, "kernel": None,
                            "num_warps": spec.num_warps, "num_stages": spec.num_stages,
@@ -631,11 +600,11 @@ def format_failures(report: dict[str, Any]) -> str:
     return "\n".join(f"FAIL sm_{r['arch']} {r['name']}: {p}" for r in report["results"] for p in r["problems"])
 
 
-GENERATED_BEGIN = "<!-- BEGIN GENERATED by `python -m kernels.aot_check --markdown` -->"
+GENERATED_BEGIN = "<!-- BEGIN GENERATED by `python -m kernels.tools.aot_check --markdown` -->"
 GENERATED_END = "<!-- END GENERATED -->"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -675,7 +644,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         text = head + block + tail
     else:
         text = (existing.rstrip() + "\n\n" if existing else "# Kernel resources\n\n") + block + "\n"
-    _atomic_write(path, text)
+    atomic_write(path, text)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -691,7 +660,7 @@ def _parse_targets(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.aot_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kernels.tools.aot_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=_parse_targets, default=list(DEFAULT_TARGETS),
                         help="comma-separated compute capabilities (default 80,86,90)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")
@@ -743,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no kernel spec matches --filter {args.filter!r}", file=sys.stderr)
         return 2
     if args.json:  # first: the measurements survive whatever happens to the printing below
-        _atomic_write(args.json, json.dumps(report, indent=1, sort_keys=False) + "\n")
+        atomic_write(args.json, json.dumps(report, indent=1, sort_keys=False) + "\n")
     if args.markdown:
         write_markdown(report, args.markdown)
     print(format_table(report))

@@ -1,85 +1,18 @@
-"""Windowed spatio-temporal attention (STFEM, eq. 14; window=1 is SFEM's
-per-frame joint attention, eq. 10): Triton kernels, launcher, autograd.Function
-and the thin public function, side by side.
+"""Windowed spatio-temporal attention (STFEM eq. 14; window 1 is SFEM eq. 10) in Triton:
+the forward and backward kernels, their launch configuration, the output layouts and
+the launchers kernels/ops.py registers as the custom ops' CUDA implementations.
 
-Design (SPEC §2.1, §2.3). Every launch config builds for sm_80, sm_86 and
-sm_90 with zero register spills (`python -m kernels.aot_check --filter window`);
-the layout below is what that took.
-- One program owns one window: its `window*J <= 128` keys fit one tile, so the
-  softmax is single-pass (no online rescaling). Queries are walked BLOCK_M (16
-  or 32) at a time against all keys. Tokens are padded to a power of two; only
-  PADDING tokens (index >= window*J) are masked. Frames past T load as zeros and
-  stay unmasked, exactly like zero-padding then unfolding.
-- q, k, v (and the output gradient) are read through their own strides: the
-  model passes a permuted view and copying it would double the memory traffic.
-- The forward output is stored (B, H, D, window, T, J) (_empty_output): STFEM's
-  collapse conv reads it as the free view (N, H*D*window, T, J).
-- The head dim is walked in chunks of BLOCK_D (HEAD_DIM_CHUNK: 16 for fp16/bf16,
-  8 for fp32) by a runtime loop: scores accumulate over chunks, outputs and
-  gradients are produced chunk by chunk, and one build serves every D above the
-  chunk. (A 32-wide bf16 backward chunk, one pass at D=24, spilled 88-240 B.)
-- The bias is gathered directly into the (queries x keys) score tile, in fp32
-  for every input dtype (4-8 values per thread at these tile sizes).
-- fp32 inputs run their dots as 3xTF32 on tensor cores (FP32_DOT_PRECISION;
-  ~fp32 accurate); the dbias one-hot folds use a two-term tf32 split (the
-  one-hot is exact in tf32). fp16/bf16 feed tensor cores with fp32
-  accumulation; P and dS are rounded to the input dtype before their matmuls
-  (as in flash attention).
-- Backward recomputes P per window (nothing of size T*window^2*J^2 is stored),
-  delta = rowsum(P*dP) in-kernel, dS = P*(dP - delta). It works on the
-  transposed scores (keys as rows): per query block of BLOCK_M (16 for
-  128-token windows, else 32), S^T and dP^T over all head-dim chunks, P and dS^T.
-- Each frame lies in up to `window` windows, so its dq/dk/dv sum over them. ONE
-  launch sums them on chip and stores every gradient element ONCE, in the input
-  dtype (no fp32 buffer, no zero fill, no atomics, deterministic):
-  * bias is tile(bias) over the window's frame blocks, so a window's attention
-    is equivariant to permuting its frames. The backward lays a window's tokens
-    out in SLOT order: frame f sits in slot f % window (tokens slot*J + j) in
-    every window that contains it, so fp32 accumulators indexed by slot line up
-    from one anchor to the next (dK/dV: keys x BLOCK_D; dQ: the same tokens as
-    (query block, query, BLOCK_D), updated by selecting block m, since a
-    register tile cannot be indexed by a runtime block);
-  * a program owns (b, h, anchors [t0, t1)) and sweeps anchors in order. After
-    anchor t, frame t has had all its windows (t-window+1 .. t): its slot is
-    stored (J rows) and zeroed, and frame t+window takes it over. The sweep
-    starts at t0-window+1 (warm-up anchors: accumulated, never stored; frames
-    t1..t1+window-2 are the next program's); frames past T are zero tokens that
-    take softmax mass and whose gradients are dropped;
-  * head-dim chunks are the OUTER loop (accumulators hold one BLOCK_D column
-    chunk), so each chunk pass re-sweeps the program's frames, from L2 if the
-    working set fits. Chunk length (_anchors_per_program): enough programs to
-    fill the GPU (TARGET_BWD_PROGRAMS), at most RESWEEP_BYTES_PER_PROGRAM of
-    working set when there are several passes, at least MIN_CHUNK_PER_WARMUP x
-    (window-1) anchors (warm-up recompute <= 1/4).
-  * window 1 with the frame in one query block (J <= 32: every skeleton here) takes
-    the FRAME_LOCAL path instead: each frame is its own window, so one P/dS^T
-    recompute per frame, then per head-dim chunk dq, dk, dv are stored
-    directly (no slots, no warm-up, one pass over the frames).
-  `python -m kernels.traffic` models the bytes moved: the old design ("phases":
-  `window` launches read-modify-writing fp32 dq/dk/dv rows, then a conversion)
-  moved 2.7x / 5.7x / 7.5x the minimum for window 1 / 3 / 5 at the model's
-  layout; this one 1.01x / 1.03x / 1.04x when L2 serves what programs share.
-- dbias folds dS^T onto key joints (one-hot^T @ dS^T, joints x queries), then
-  onto query joints, into a (J, J) accumulator kept over the program's own
-  anchors (not its warm-up); the per-program partials are summed by torch
-  afterwards (deterministic). Compiled out when bias needs no grad.
-- Loops in the backward are marked disable_licm: hoisting loop-invariant
-  address tensors out of them is what pushed the builds over 255 registers.
+The algorithm and the reasons behind each tile choice: docs/kernels.md ("Design of the
+window kernels"); the maths: docs/design.md §2.1.
 """
 from __future__ import annotations
 
-import inspect
-import logging
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from ._checks import announce, check_bias, check_positive_int, check_qkv, choose_backend, resolve_scale
-from .aot_spec import KernelSpec
-from .window_cpu import WindowAttentionCPU
-from .reference import window_attention_reference
 
 OP = "window_attention"
 MAX_WINDOW_TOKENS = 128  # a window's keys must fit one tile (single-pass softmax)
@@ -95,7 +28,6 @@ HEAD_DIM_CHUNK = {torch.float32: 8, torch.float16: 16, torch.bfloat16: 16}
 FP32_DOT_PRECISION = "tf32x3"
 LOG2E = tl.constexpr(1.4426950408889634)
 
-logger = logging.getLogger("kernels")
 
 # Backward grid: one program per (b, h, chunk of consecutive anchors). Aim for at
 # least this many programs so a GPU is full (one program per SM fits at the
@@ -174,7 +106,7 @@ def _dot_one_hot_fp32(x, one_hot, acc):
 
 
 @triton.jit(do_not_specialize=["H", "T", "J", "D", "window"])
-def _window_attention_fwd_kernel(
+def window_fwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr,
     stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kj, stride_kd,
@@ -302,7 +234,7 @@ def _slot_layout(first_token, t, J, window, T, BLOCK: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["H", "T", "J", "D", "window", "anchors_per_program", "programs_per_head"])
-def _window_attention_bwd_kernel(
+def window_bwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, dq_ptr, dk_ptr, dv_ptr, dbias_partial_ptr,
     stride_qb, stride_qh, stride_qt, stride_qj, stride_qd,
     stride_kb, stride_kh, stride_kt, stride_kj, stride_kd,
@@ -383,7 +315,7 @@ def _window_attention_bwd_kernel(
         # Head-dim chunks outermost: the gradient accumulators hold one BLOCK_D column
         # chunk of every token of the window (keys x BLOCK_D for dK/dV, the same tokens as
         # (query block, query, BLOCK_D) for dQ) across the whole anchor sweep. The chunk
-        # passes re-read the program's frames (from L2: see docs/kernel_traffic.md).
+        # passes re-read the program's frames (from L2: docs/kernel_resources.md, "Bytes moved").
         for c in tl.range(0, num_chunks, disable_licm=True):
             dc = c * BLOCK_D + tl.arange(0, BLOCK_D)
             dc_ok = dc < D
@@ -479,8 +411,8 @@ def _pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def _launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLaunchConfig:
-    """Pure function of the problem: the launcher and aot_specs() both use it,
+def launch_config(dtype: torch.dtype, window: int, J: int, D: int) -> WindowLaunchConfig:
+    """Pure function of the problem: the launcher and kernels/tools/specs.py both use it,
     so every config the launcher can pick is one the AOT check builds.
 
     The tile sizes come from the AOT builds (sm_80, sm_86, sm_90; ptxas spills at
@@ -514,17 +446,17 @@ def triton_supports(window: int, J: int) -> bool:
     return _pow2_at_least_16(window * J) <= MAX_WINDOW_TOKENS
 
 
-def _resweep_frame_bytes(dtype: torch.dtype, window: int, J: int, D: int) -> int:
+def resweep_frame_bytes(dtype: torch.dtype, window: int, J: int, D: int) -> int:
     """Bytes one more anchor adds to a backward program's working set (one frame of
     q, k, v and the anchor's window rows of dout), or 0 when a single pass reads
     every frame once (D is one head-dim chunk, or the frame-local window-1 path)."""
-    cfg = _launch_config(dtype, window, J, D)
+    cfg = launch_config(dtype, window, J, D)
     if cfg.bwd_frame_local or triton.cdiv(D, cfg.block_d) == 1:
         return 0
     return (3 + window) * J * D * torch.finfo(dtype).bits // 8
 
 
-def _anchors_per_program(T: int, batch_heads: int, window: int, resweep_frame_bytes: int = 0) -> int:
+def anchors_per_program(T: int, batch_heads: int, window: int, frame_bytes: int = 0) -> int:
     """Backward chunk length L: as many programs per (b, h) as it takes to reach
     TARGET_BWD_PROGRAMS; with several head-dim chunks at most what keeps the
     re-read working set, (L + window - 1) frames, within RESWEEP_BYTES_PER_PROGRAM;
@@ -533,8 +465,8 @@ def _anchors_per_program(T: int, batch_heads: int, window: int, resweep_frame_by
     L2 cap where both cannot hold)."""
     programs_per_head = max(1, triton.cdiv(TARGET_BWD_PROGRAMS, batch_heads))
     chunk = triton.cdiv(T, programs_per_head)
-    if resweep_frame_bytes:
-        chunk = min(chunk, RESWEEP_BYTES_PER_PROGRAM // resweep_frame_bytes - (window - 1))
+    if frame_bytes:
+        chunk = min(chunk, RESWEEP_BYTES_PER_PROGRAM // frame_bytes - (window - 1))
     return max(1, chunk, MIN_CHUNK_PER_WARMUP * (window - 1))
 
 
@@ -556,7 +488,7 @@ def _tokens_affine(x: torch.Tensor, frame_dim: int) -> bool:
     return x.shape[frame_dim] == 1 or x.stride(frame_dim) == x.shape[frame_dim + 1] * x.stride(frame_dim + 1)
 
 
-def _empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
+def empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
     """The forward's output, (B, H, T, window, J, D), stored as (B, H, D, window, T, J):
     STFEM's collapse reads it as the free view (N, H*D*window, T, J), and the
     stores along J are contiguous. Also valid on the meta device (fake tensors)."""
@@ -564,7 +496,7 @@ def _empty_output(q: torch.Tensor, window: int) -> torch.Tensor:
     return torch.empty((B, H, D, window, T, J), device=q.device, dtype=q.dtype).permute(0, 1, 4, 3, 5, 2)
 
 
-def _empty_grads(q: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+def empty_grads(q: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """dq, dk, dv as one (3, B, H, T, J, D) tensor in q's dtype, stored channel-major
     (3, B, H, D, T, J) like the model's activations (the inverse permute back to
     (N, C, T, V) is free). One buffer, so a caller that must return the three
@@ -574,16 +506,17 @@ def _empty_grads(q: torch.Tensor, device: torch.device | str | None = None) -> t
     return torch.empty((3, B, H, D, T, J), device=device, dtype=q.dtype).permute(0, 1, 2, 4, 5, 3)
 
 
-def _window_forward(
+def window_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int, scale: float
 ) -> torch.Tensor:
+    """One launch, one program per (b, h, anchor); returns empty_output's layout."""
     B, H, T, J, D = q.shape
-    cfg = _launch_config(q.dtype, window, J, D)
+    cfg = launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
-    out = _empty_output(q, window)
+    out = empty_output(q, window)
     affine = all(_tokens_affine(x, 2) for x in (q, k, v))
     grid = (T * B * H,)
-    _window_attention_fwd_kernel[grid](
+    window_fwd_kernel[grid](
         q, k, v, bias32, out,
         *q.stride(), *k.stride(), *v.stride(), *bias_strides, *out.stride(),
         H, T, J, D, window, scale,
@@ -592,7 +525,7 @@ def _window_forward(
     return out
 
 
-def _window_backward(
+def window_backward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -606,20 +539,20 @@ def _window_backward(
     (no fp32 intermediate, no zero fill). dbias: one (J, J) partial per program,
     summed here in a fixed order (deterministic)."""
     B, H, T, J, D = q.shape
-    cfg = _launch_config(q.dtype, window, J, D)
+    cfg = launch_config(q.dtype, window, J, D)
     bias32, bias_strides = _bias_fp32(bias)
-    dq, dk, dv = _empty_grads(q).unbind(0)
-    anchors_per_program = _anchors_per_program(T, B * H, window, _resweep_frame_bytes(q.dtype, window, J, D))
-    programs_per_head = triton.cdiv(T, anchors_per_program)
+    dq, dk, dv = empty_grads(q).unbind(0)
+    chunk = anchors_per_program(T, B * H, window, resweep_frame_bytes(q.dtype, window, J, D))
+    programs_per_head = triton.cdiv(T, chunk)
     grid = (programs_per_head * B * H,)
     if compute_dbias:
         partials = torch.empty((grid[0], cfg.block_j, cfg.block_j), device=q.device, dtype=torch.float32)
     else:
         partials = torch.empty((1,), device=q.device, dtype=torch.float32)  # never written
-    _window_attention_bwd_kernel[grid](
+    window_bwd_kernel[grid](
         q, k, v, bias32, dout, dq, dk, dv, partials,
         *q.stride(), *k.stride(), *v.stride(), *bias_strides, *dout.stride(), *dq.stride(),
-        H, T, J, D, window, scale, anchors_per_program, programs_per_head,
+        H, T, J, D, window, scale, chunk, programs_per_head,
         **cfg.bwd_constexprs(compute_dbias), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages,
     )
     dbias = None
@@ -627,174 +560,3 @@ def _window_backward(
         per_head = partials.view(B, H, programs_per_head, cfg.block_j, cfg.block_j)[..., :J, :J].sum(dim=(0, 2))
         dbias = (per_head if bias.dim() == 3 else per_head.sum(0)).to(bias.dtype)
     return dq, dk, dv, dbias
-
-
-class WindowAttentionFunction(torch.autograd.Function):
-    """Triton forward and backward; saves only the inputs (P is recomputed)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, window, scale):  # type: ignore[override]
-        ctx.save_for_backward(q, k, v, bias)
-        ctx.window, ctx.scale = window, scale
-        return _window_forward(q, k, v, bias, window, scale)
-
-    @staticmethod
-    def backward(ctx, dout):  # type: ignore[override]
-        q, k, v, bias = ctx.saved_tensors
-        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        dq, dk, dv, dbias = _window_backward(q, k, v, bias, dout, ctx.window, ctx.scale, need_bias)
-        return (dq if need_q else None, dk if need_k else None, dv if need_v else None, dbias, None, None)
-
-
-# --------------------------------------------------------------------------- AOT specs
-
-_AOT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_AOT_WINDOWS = (1, 3, 5)
-_AOT_JOINTS = (18, 20, 25)
-_AOT_HEAD_DIMS = (8, 16, 24, 32, 48, 64, 96)
-_TRITON_PTR = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
-# Pointers not listed here carry the q/k/v dtype.
-_FP32_POINTERS = {"bias_ptr", "dbias_partial_ptr"}
-_FLOAT_SCALARS = {"scale"}
-
-
-def _kernel_params(kernel) -> list[tuple[str, bool]]:
-    """(name, is_constexpr) of a kernel's parameters, read from the Python function
-    so it works for a JITFunction and for the interpreter's InterpretedFunction."""
-    params = inspect.signature(kernel.fn).parameters.values()
-    return [(p.name, p.annotation is tl.constexpr or "constexpr" in str(p.annotation)) for p in params]
-
-
-def _signature(fn, dtype: torch.dtype) -> dict[str, str]:
-    """Triton types of every non-constexpr argument, in the kernel's order."""
-    signature = {}
-    for name, is_constexpr in _kernel_params(fn):
-        if is_constexpr:
-            continue
-        if name.endswith("_ptr"):
-            signature[name] = "*fp32" if name in _FP32_POINTERS else _TRITON_PTR[dtype]
-        elif name in _FLOAT_SCALARS:
-            signature[name] = "fp32"
-        else:
-            signature[name] = "i32"
-    return signature
-
-
-def _model_layout_ints(kernel_label: str, window: int, J: int, D: int, heads: int = 4, T: int = 300) -> dict[str, int]:
-    """Stride values the launcher passes for the model's layout (q, k, v channel-major,
-    as the model's (N, C, T, V) activations give them; the output and its gradient in
-    _empty_output's layout, gradients in _empty_grads'), so the AOT build sees the
-    JIT's unit-stride/divisibility specialization."""
-    meta = torch.empty((2, heads * D, T, J), device="meta").view(2, heads, D, T, J).permute(0, 1, 3, 4, 2)
-    out_strides = _empty_output(meta, window).stride()
-    ints = {}
-    for name in "qkv":
-        ints.update(zip((f"stride_{name}{a}" for a in "bhtjd"), meta.stride()))
-    ints.update(zip(("stride_bias_h", "stride_bias_r", "stride_bias_c"), (J * J, J, 1)))
-    if kernel_label.endswith("fwd"):
-        ints.update(zip((f"stride_o{a}" for a in "bhtsjd"), out_strides))
-    else:
-        ints.update(zip((f"stride_do{a}" for a in "bhtsjd"), out_strides))
-        ints.update(zip((f"stride_g{a}" for a in "bhtjd"), _empty_grads(meta)[0].stride()))
-    return ints
-
-
-def _jit_specialization(ints: dict[str, int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the JIT specializes on for these integer arguments: the ones equal to 1
-    (they become constexprs) and the ones divisible by 16 (tt.divisibility)."""
-    return (tuple(sorted(n for n, v in ints.items() if v == 1)),
-            tuple(sorted(n for n, v in ints.items() if v % 16 == 0)))
-
-
-def aot_specs() -> list[KernelSpec]:
-    """Every (kernel, dtype, config) the launcher can pick for windows {1,3,5},
-    J {18,20,25}, D {8..96}: the input of the ahead-of-time build check.
-    "model" builds carry the JIT specialization of the model's layout (unit joint
-    strides, strides divisible by 16; the forward with AFFINE=True); one config
-    serves many (window, J, D) whose strides specialize differently, so each
-    distinct specialization is its own build, named after its first shape.
-    "generic" builds are the arbitrary-strides path, unspecialized."""
-    from .aot_check import specialize_like_jit  # only needed here; keeps the op import light
-
-    specs: dict[tuple, KernelSpec] = {}
-    dtype_names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    for dtype in _AOT_DTYPES:
-        for window in _AOT_WINDOWS:
-            for J in _AOT_JOINTS:
-                for D in _AOT_HEAD_DIMS:
-                    cfg = _launch_config(dtype, window, J, D)
-                    variants = []
-                    for model_layout in (True, False):
-                        variants.append(("window_attention_fwd", _window_attention_fwd_kernel,
-                                         cfg.fwd_constexprs(model_layout), cfg.fwd_num_warps, model_layout))
-                        for compute_dbias in (True, False):
-                            variants.append(("window_attention_bwd", _window_attention_bwd_kernel,
-                                             cfg.bwd_constexprs(compute_dbias), cfg.bwd_num_warps, model_layout))
-                    for label, fn, constexprs, num_warps, model_layout in variants:
-                        ints = _model_layout_ints(label, window, J, D) if model_layout else {}
-                        jit_key = _jit_specialization(ints) if ints else None
-                        key = (label, dtype, tuple(sorted(constexprs.items())), num_warps, cfg.num_stages, jit_key)
-                        if key in specs:
-                            specs[key].meta["shapes"].append((window, J, D))
-                            continue
-                        knobs = ",".join(f"{k}={v}" for k, v in constexprs.items())
-                        layout = f",model=w{window}J{J}D{D}" if ints else ",generic"
-                        spec = KernelSpec(
-                            name=f"{label}[{dtype_names[dtype]},{knobs},warps={num_warps}{layout}]",
-                            fn=fn,
-                            signature=_signature(fn, dtype),
-                            constexprs=dict(constexprs),
-                            num_warps=num_warps,
-                            num_stages=cfg.num_stages,
-                            meta={"op": OP, "dtype": dtype_names[dtype], "shapes": [(window, J, D)],
-                                  "layout": "model" if ints else "generic"},
-                        )
-                        if ints:
-                            spec = specialize_like_jit(spec, ints)
-                        specs[key] = spec
-    return list(specs.values())
-
-
-# --------------------------------------------------------------------------- public op
-
-
-def window_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor,
-    window: int,
-    *,
-    scale: float | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Attention over every window of `window` consecutive frames.
-
-    q, k, v: (B, H, T, J, D), any strides. bias: (J, J) or (H, J, J), added to
-    every (frame, frame) block of the window's scores. Frames past T are zeros
-    that still take softmax mass. Returns (B, H, T, window, J, D) in q's dtype
-    (the Triton path stores it as a permuted view of a (B, H, D, window, T, J)
-    buffer, which STFEM's collapse reads without a copy).
-    """
-    check_qkv(OP, q, k, v)
-    check_bias(OP, bias, q)
-    window = check_positive_int(OP, "window", window)
-    scale = resolve_scale(OP, scale, q.shape[-1] ** -0.5)
-    chosen = choose_backend(OP, backend, q)
-    if backend == "triton" and not triton_supports(window, q.shape[3]):
-        _launch_config(q.dtype, window, q.shape[3], q.shape[-1])  # raises the explanatory ValueError
-    if backend == "eager":
-        if not torch.compiler.is_compiling():
-            announce(OP, "eager", q.device.type)
-            if window > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
-                # Training: the offset formulation, 2.5x faster than autograd through the reference
-                # (docs/kernels.md); inference and export keep the reference itself.
-                return WindowAttentionCPU.apply(q, k, v, bias, window, scale)
-        return window_attention_reference(q, k, v, bias, window, scale)
-    if q.is_cuda or backend == "auto":
-        # The custom op (kernels/ops.py): Triton on CUDA (the reference past the tile,
-        # said once), the reference elsewhere; opaque to torch.compile.
-        return torch.ops.amanet.window_attention(q, k, v, bias, window, scale)
-    if not torch.compiler.is_compiling():
-        announce(OP, "triton", q.device.type)
-    return WindowAttentionFunction.apply(q, k, v, bias, window, scale)
