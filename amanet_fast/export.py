@@ -6,10 +6,10 @@
 The graph is the eager attention path (the Triton kernels have no ONNX form),
 traced with `torch.export` and converted by `torch.onnx.export(dynamo=True)`.
 Batch and frame count are dynamic. Input `x`: float32 (N, C, T, V, M) exactly
-as the model sees it in training — clip length fitted and stream applied
-(`amanet_fast.predict.model_input` does both from prepared joint data); output
-`logits` (N, num_classes). Class names, stream, layout and clip length are
-stored in the model's metadata. After writing, the file is run with
+as the model sees it in evaluation (`amanet_fast.data.inputs.model_input` with
+the spec in metadata key `amanet_fast.inputs`: clip length, padding, stream);
+output `logits` (N, num_classes). Class names, stream, layout, clip length and
+that input spec are stored in the model's metadata. After writing, the file is run with
 onnxruntime on CPU against PyTorch at two input shapes and the largest logit
 difference is printed (skipped, and said so, when onnxruntime is missing).
 """
@@ -77,7 +77,9 @@ def export_onnx(tm: TrainedModel, out: str | Path, *, frames: int | None = None,
         "amanet_fast.stream": tm.stream,
         "amanet_fast.layout": tm.layout.name,
         "amanet_fast.clip_len": json.dumps(tm.clip_len),
-        "amanet_fast.input": "x: float32 (N, C, T, V, M) after clip length and stream, as predict.model_input",
+        "amanet_fast.input": "x: float32 (N, C, T, V, M) = amanet_fast.data.inputs.model_input(clip, "
+                             "InputSpec.from_dict(json.loads(metadata['amanet_fast.inputs'])))",
+        "amanet_fast.inputs": json.dumps(tm.inputs.to_dict()),
         "amanet_fast.checkpoint": str(tm.checkpoint),
     })
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from .data.errors import DataFormatError
+from .data.inputs import check_clip
 from .graphs import normalize_adjacency
 from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file, run_cli
 
@@ -191,7 +192,7 @@ def load_sample(tm: TrainedModel, sample: str) -> tuple[str, np.ndarray, int | N
         s = samples[0]
         if s.layout is not None and s.layout != tm.layout.name:
             raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects {tm.layout.name}", path)
-        return s.name, s.data, None
+        return s.name, check_clip(s.data, tm.inputs, s.where, s.channels), None
     from .data.dataset import SkeletonDataset
     from .training.data import data_dir
 
