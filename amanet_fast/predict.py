@@ -407,6 +407,10 @@ def _device(arg: str) -> torch.device:
 def run(args: argparse.Namespace) -> list[Prediction]:
     if args.topk < 1:
         raise PredictError(f"--topk: expected an integer >= 1, got {args.topk}")
+    if args.json:
+        from .atomic import check_output_path
+
+        check_output_path(args.json, "--json", inputs=[*args.files, *args.checkpoint])
     predictor = Predictor(args.checkpoint, args.weights, device=_device(args.device), batch_size=args.batch_size)
     preds = predictor.predict_files(args.files, args.topk)
     if args.json:

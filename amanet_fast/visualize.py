@@ -336,6 +336,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         head = None if args.head == "mean" else int(args.head)
     except ValueError:
         raise PredictError(f"--head: expected an integer or mean, got {args.head!r}") from None
+    from .atomic import check_output_path
+
+    check_output_path(args.out, "--out", inputs=[args.checkpoint, Path(args.sample)], directory=True)
     tm = load_trained_model(args.checkpoint, device="cpu", kernel_backend="eager")
     name, x, label = load_sample(tm, args.sample)
     maps = attention_maps(tm, x, args.layer, args.frame, args.person)
