@@ -232,7 +232,8 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
         raise DataFormatError(f"unknown file type {suffix or '(none)'!r}; expected one of {', '.join(RAW_SUFFIXES)}",
                               path)
     for s in samples:
-        s.where = s.where or (s.name if s.name.startswith(path.name + "[") else str(path))
+        if not s.where:  # the full path, plus the annotation for a pyskl pickle's samples
+            s.where = str(path) + s.name[len(path.name):] if s.name.startswith(path.name + "[") else str(path)
         if s.dropped_frames:
             log.warning("%s: %d frames past %d were dropped, as prepare does", s.name, s.dropped_frames,
                         s.data.shape[1])

@@ -226,7 +226,7 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
         nc = int(manifest["num_classes"])
         classes = manifest_classes(manifest)
     except (DataFormatError, ManifestError) as err:
-        report.errors.append(str(err))
+        report.errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         return report
     channels = manifest.get("channels") or [f"c{i}" for i in range(int(manifest.get("num_channels", 3)))]
     if isinstance(manifest.get("classes"), list) and len(manifest["classes"]) != nc:
