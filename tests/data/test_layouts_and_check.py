@@ -63,7 +63,7 @@ BAD_LAYOUTS = {
     "missing_edges": (_drop("edges"), "edges", "missing"),
     "unknown_field": (_with(centre=1), "unknown field", "centre"),
     "name": (_with(name=""), "name", "non-empty string"),
-    "num_joints": (_with(num_joints="20"), "num_joints", "integer >= 1"),
+    "num_joints": (_with(num_joints="20"), "num_joints", "integer in 1..1024"),
     "edges_type": (_with(edges={"a": 1}), "edges", "list of [i, j]"),
     "edge_pair": (_with(edges=[[0, 1, 2]]), "edges[0]", "pair"),
     "edge_range": (_with(edges=[[0, 1], [1, 20]]), "edges[1][1]", "0..19"),
