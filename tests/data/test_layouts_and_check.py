@@ -99,7 +99,7 @@ def test_each_layout_file_error_is_one_clear_line(case, tmp_path, capsys, shared
 def test_layout_file_not_json_and_unknown_name(tmp_path, capsys):
     f = tmp_path / "l.json"
     f.write_text("{name: 1")
-    with pytest.raises(LayoutError, match=rf"{f}: not valid JSON"):
+    with pytest.raises(LayoutError, match=rf"{f}:1: malformed JSON"):
         load_layout(f)
     assert graphs_main(["dump", "kinect19"]) == 2
     assert "built-in layout" in capsys.readouterr().err
