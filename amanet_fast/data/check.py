@@ -31,7 +31,7 @@ import numpy as np
 
 from ..graphs import LayoutError, SkeletonLayout, resolve_layout
 from .errors import DataFormatError
-from .io import (MANIFEST_NAME, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
+from .io import (MANIFEST_NAME, TEMP_PREFIXES, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
                  read_manifest)
 from .manifest import ManifestError, manifest_classes, manifest_layout
 
@@ -228,6 +228,9 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
     except (DataFormatError, ManifestError) as err:
         report.errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         return report
+    for left in sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
+        report.warnings.append(f"{left}: temp folder of an interrupted (or still running) preparation; "
+                               "delete it if no prepare is writing here")
     channels = manifest.get("channels") or [f"c{i}" for i in range(int(manifest.get("num_channels", 3)))]
     if isinstance(manifest.get("classes"), list) and len(manifest["classes"]) != nc:
         report.warnings.append(f"{path}: classes lists {len(manifest['classes'])} names for num_classes {nc}; "
