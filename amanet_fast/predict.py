@@ -10,7 +10,8 @@ selection and pre-normalization, Kinetics-Skeleton JSON, NW-UCLA JSON, pyskl
 annotation pickles — one prediction per annotation) plus a `.npy` holding one
 prepared `(C, T, V, M)` sample. The model's own input transform follows, the
 one its evaluation used (`data.inputs.model_input` with the `InputSpec` the
-checkpoint records: clip length, centre window, short-clip padding, stream). Several checkpoints — typically the four MS-DS streams — are fused like
+checkpoint records: clip length, centre window, short-clip padding, stream).
+Several checkpoints — typically the four MS-DS streams — are fused like
 `python -m amanet_fast.ensemble`: a weighted sum of their softmax scores
 (default weights 0.6 joint, 0.6 bone, 0.4 joint_fused, 0.4 bone_fused),
 divided by the weight sum so the printed numbers are probabilities.
@@ -166,7 +167,7 @@ def _input_spec(state: dict[str, Any], path: Path, layout: SkeletonLayout, num_p
 @dataclass
 class RawSample:
     name: str
-    data: np.ndarray          # (C, T, V, M) float32 joint data, as the prepared arrays hold it
+    data: np.ndarray          # (C, T, V, M) joint data; a .npy's array as stored (check_clip checks it)
     layout: str | None        # the reader's skeleton layout; None: not told by the file (.npy, pyskl)
     dropped_frames: int = 0
     channels: tuple[str, ...] | None = None  # what the channels mean; None: not told by the file (.npy)
