@@ -8,7 +8,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 
 def write_atomic(path: str | Path, writer: Callable[[IO[bytes]], None]) -> Path:
@@ -47,3 +47,39 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
 
 def write_pickle_atomic(path: str | Path, obj: Any) -> Path:
     return write_atomic(path, lambda fh: pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def check_output_path(out: str | Path, flag: str, *, inputs: Any = (), raw_dirs: Any = (),
+                      directory: bool = False) -> Path:
+    """Refuse an output path before any long work starts; raises DataFormatError naming `flag`.
+
+    Refused: the same file as an input (symlinks resolved), a path equal to or
+    inside a raw-data folder, an existing directory where a file is written (or
+    the reverse), a location that cannot be written.
+    """
+    from .data.errors import DataFormatError
+
+    out = Path(out)
+    real = out.resolve()
+    for src in inputs:
+        src = Path(src)
+        if src.exists() and (real == src.resolve() or (out.exists() and os.path.samefile(out, src))):
+            raise DataFormatError(f"{flag}: is the input {src}; writing it would destroy that input, "
+                                  "choose another name", out)
+    for raw in raw_dirs:
+        raw_real = Path(raw).resolve()
+        if real == raw_real or raw_real in real.parents:
+            raise DataFormatError(f"{flag}: is inside the raw data folder {raw}; prepared data is never written "
+                                  "there, choose a folder outside it", out)
+    if directory and out.exists() and not out.is_dir():
+        raise DataFormatError(f"{flag}: is an existing file, expected a folder", out)
+    if not directory and out.is_dir():
+        raise DataFormatError(f"{flag}: is an existing directory, expected a file name", out)
+    parent = out if directory else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataFormatError(f"{flag}: {parent} is a file, so nothing can be created under it", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataFormatError(f"{flag}: {parent} is not writable", out)
+    return out

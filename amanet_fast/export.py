@@ -6,10 +6,10 @@
 The graph is the eager attention path (the Triton kernels have no ONNX form),
 traced with `torch.export` and converted by `torch.onnx.export(dynamo=True)`.
 Batch and frame count are dynamic. Input `x`: float32 (N, C, T, V, M) exactly
-as the model sees it in training — clip length fitted and stream applied
-(`amanet_fast.predict.model_input` does both from prepared joint data); output
-`logits` (N, num_classes). Class names, stream, layout and clip length are
-stored in the model's metadata. After writing, the file is run with
+as the model sees it in evaluation (`amanet_fast.data.inputs.model_input` with
+the spec in metadata key `amanet_fast.inputs`: clip length, padding, stream);
+output `logits` (N, num_classes). Class names, stream, layout, clip length and
+that input spec are stored in the model's metadata. After writing, the file is run with
 onnxruntime on CPU against PyTorch at two input shapes and the largest logit
 difference is printed (skipped, and said so, when onnxruntime is missing).
 """
@@ -34,6 +34,7 @@ __all__ = ["export_onnx", "check_onnx", "main"]
 log = logging.getLogger("amanet_fast.export")
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 18
 
 
 def _require(module: str) -> Any:
@@ -44,6 +45,15 @@ def _require(module: str) -> Any:
     except ImportError:
         raise PredictError(f"{module} is not installed: ONNX export needs the export extra "
                            "(pip install 'amanet-fast[export]', i.e. onnx, onnxscript, onnxruntime)") from None
+
+
+def _check_opset(opset: int) -> None:
+    """torch's exporter implements opsets 18 and newer and would silently raise a lower request."""
+    onnx = _require("onnx")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise PredictError(f"--opset: {opset} cannot be honoured; the exporter writes opset {MIN_OPSET}..{newest} "
+                           f"(default {DEFAULT_OPSET})")
 
 
 def _example(tm: TrainedModel, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -72,12 +82,17 @@ def export_onnx(tm: TrainedModel, out: str | Path, *, frames: int | None = None,
         program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=dynamic, input_names=["x"],
                                     output_names=["logits"], opset_version=opset, verbose=False)
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise PredictError(f"--opset: {opset} was requested but the exporter wrote opset {written}; nothing saved")
     onnx.helper.set_model_props(proto, {
         "amanet_fast.class_names": json.dumps(tm.class_names),
         "amanet_fast.stream": tm.stream,
         "amanet_fast.layout": tm.layout.name,
         "amanet_fast.clip_len": json.dumps(tm.clip_len),
-        "amanet_fast.input": "x: float32 (N, C, T, V, M) after clip length and stream, as predict.model_input",
+        "amanet_fast.input": "x: float32 (N, C, T, V, M) = amanet_fast.data.inputs.model_input(clip, "
+                             "InputSpec.from_dict(json.loads(metadata['amanet_fast.inputs'])))",
+        "amanet_fast.inputs": json.dumps(tm.inputs.to_dict()),
         "amanet_fast.checkpoint": str(tm.checkpoint),
     })
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> tuple[Path, float | None]:
     if args.frames is not None and args.frames < 2:
         raise PredictError(f"--frames: expected an integer >= 2, got {args.frames}")
+    from .atomic import check_output_path
+
+    check_output_path(args.out, "--out", inputs=[args.checkpoint])
+    _check_opset(args.opset)
     tm = load_trained_model(args.checkpoint, device="cpu", kernel_backend="eager")
     out = export_onnx(tm, args.out, frames=args.frames, opset=args.opset)
     diff = None if args.no_check else check_onnx(tm, out)
@@ -136,6 +155,7 @@ def run(args: argparse.Namespace) -> tuple[Path, float | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .data.errors import DataFormatError
     from .training.checkpoint import CheckpointError
 
     # Our progress at INFO; the exporter's optimizer logs every initializer it merges at INFO too.
@@ -144,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out, diff = run(args)
-    except (CheckpointError, PredictError) as err:
+    except (CheckpointError, PredictError, DataFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(out)

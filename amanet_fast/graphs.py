@@ -284,6 +284,9 @@ def layout_for_dataset(dataset: str) -> SkeletonLayout:
     return LAYOUTS[info.layout]
 
 
+# Far above any skeleton (COCO-WholeBody has 133 keypoints); the graph matrices are V x V, so an
+# absurd count would try to allocate terabytes before any other check.
+MAX_JOINTS = 1024
 _KNOWN_KEYS = {"name", "num_joints", "edges", "center", "root", "joint_names", "parts", "description"}
 _PART_KEYS = {"name", "origin", "axis", "side", "members"}
 
@@ -311,8 +314,8 @@ def layout_from_dict(d: Any, source: str = "layout") -> SkeletonLayout:
     if not isinstance(name, str) or not name.strip():
         raise bad("name", "a non-empty string", name)
     v = d["num_joints"]
-    if not _is_int(v) or v < 1:
-        raise bad("num_joints", "an integer >= 1", v)
+    if not _is_int(v) or not 1 <= v <= MAX_JOINTS:
+        raise bad("num_joints", f"an integer in 1..{MAX_JOINTS}", v)
 
     def joint(fld: str, j: Any) -> int:
         if not _is_int(j) or not 0 <= j < v:
@@ -405,10 +408,12 @@ def load_layout(path: str | Path) -> SkeletonLayout:
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: layout file not found")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LayoutError(f"{path}: not valid JSON ({err})") from None
+    from .data.errors import DataFormatError, read_json_file
+
+    try:  # the raw-data JSON reader: bounded nesting and number length
+        d = read_json_file(path)
+    except DataFormatError as err:
+        raise LayoutError(str(err)) from None
     return layout_from_dict(d, str(path))
 
 

@@ -8,9 +8,10 @@ Every raw format `python -m amanet_fast.data.prepare` reads is accepted, and
 goes through the same reader and preprocessing (NTU `.skeleton` incl. body
 selection and pre-normalization, Kinetics-Skeleton JSON, NW-UCLA JSON, pyskl
 annotation pickles — one prediction per annotation) plus a `.npy` holding one
-prepared `(C, T, V, M)` sample. The model's own input transform follows: the
-training clip length (`data.clip_len`, centre window) and its stream (bone,
-fused). Several checkpoints — typically the four MS-DS streams — are fused like
+prepared `(C, T, V, M)` sample. The model's own input transform follows, the
+one its evaluation used (`data.inputs.model_input` with the `InputSpec` the
+checkpoint records: clip length, centre window, short-clip padding, stream).
+Several checkpoints — typically the four MS-DS streams — are fused like
 `python -m amanet_fast.ensemble`: a weighted sum of their softmax scores
 (default weights 0.6 joint, 0.6 bone, 0.4 joint_fused, 0.4 bone_fused),
 divided by the weight sum so the printed numbers are probabilities.
@@ -33,8 +34,10 @@ import torch
 import torch.nn as nn
 
 from .data.errors import DataFormatError
+from .data.inputs import INPUTS_KEY, InputSpec, check_clip, spec_from_config
+from .data.inputs import model_input as spec_input
 from .graphs import SkeletonLayout, get_layout
-from .streams import STREAMS, to_stream
+from .streams import STREAMS
 
 __all__ = ["TrainedModel", "Prediction", "Predictor", "PredictError", "load_trained_model", "read_raw_file",
            "model_input", "main"]
@@ -42,6 +45,7 @@ __all__ = ["TrainedModel", "Prediction", "Predictor", "PredictError", "load_trai
 log = logging.getLogger("amanet_fast.predict")
 
 RAW_SUFFIXES = (".skeleton", ".json", ".pkl", ".pickle", ".npy")
+_XYZ, _XYS = ("x", "y", "z"), ("x", "y", "score")  # channels of the 3D and the 2D+score readers
 
 
 class PredictError(ValueError):
@@ -63,6 +67,7 @@ class TrainedModel:
     num_person: int
     checkpoint: Path
     epoch: int
+    inputs: InputSpec               # how evaluation fed the model (recorded in the checkpoint)
 
     @property
     def num_classes(self) -> int:
@@ -132,11 +137,28 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
                               f"{first}") from err
     model.eval().to(device)
     names, source = _class_names(state, cfg, num_class)
-    clip_len = cfg["data"].get("clip_len")
+    inputs = _input_spec(state, path, get_layout(model.layout), model.num_person)
+    if len(inputs.channels) != model.in_channels or inputs.stream != stream:
+        raise CheckpointError(f"checkpoint {path}: its recorded inputs ({len(inputs.channels)} channels, stream "
+                              f"{inputs.stream}) contradict its model ({model.in_channels} channels, stream {stream})")
     return TrainedModel(model=model, config=cfg, class_names=names, class_names_source=source, stream=stream,
-                        layout=get_layout(model.layout), clip_len=int(clip_len) if clip_len else None,
-                        in_channels=model.in_channels, num_person=model.num_person, checkpoint=path,
-                        epoch=int(state["epoch"]))
+                        layout=inputs.layout, clip_len=inputs.clip_len, in_channels=model.in_channels,
+                        num_person=model.num_person, checkpoint=path, epoch=int(state["epoch"]), inputs=inputs)
+
+
+def _input_spec(state: dict[str, Any], path: Path, layout: SkeletonLayout, num_person: int) -> InputSpec:
+    from .training.checkpoint import CheckpointError
+
+    recorded = state.get(INPUTS_KEY)
+    if recorded is None:
+        spec = spec_from_config(state["config"], layout, state.get("data_channels"), num_person)
+        log.warning("checkpoint %s predates recorded input specs: clip_len %s, pad %s, channels %s taken from its "
+                    "training config", path, spec.clip_len, spec.pad, "/".join(spec.channels))
+        return spec
+    try:
+        return InputSpec.from_dict(recorded)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: its '{INPUTS_KEY}' record is damaged ({err})") from None
 
 
 # ----------------------------------------------------------------------------- raw files
@@ -145,30 +167,22 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
 @dataclass
 class RawSample:
     name: str
-    data: np.ndarray          # (C, T, V, M) float32 joint data, as the prepared arrays hold it
+    data: np.ndarray          # (C, T, V, M) joint data; a .npy's array as stored (check_clip checks it)
     layout: str | None        # the reader's skeleton layout; None: not told by the file (.npy, pyskl)
     dropped_frames: int = 0
-
-
-def _check_finite(x: np.ndarray, where: str) -> None:
-    if not np.isfinite(x).all():
-        raise DataFormatError("non-finite (NaN/inf) coordinates", where)
+    channels: tuple[str, ...] | None = None  # what the channels mean; None: not told by the file (.npy)
+    where: str = ""           # how error messages name it: the file, or file[annotation]
 
 
 def _read_npy(path: Path) -> list[RawSample]:
-    from .data.io import NUM_FRAMES
-
+    """One (C, T, V, M) sample; its shape and values are checked against the model by `check_clip`."""
     try:
         x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise DataFormatError(f"not a readable .npy array ({err})", path) from None
-    if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
-        raise DataFormatError(f"expected one prepared sample of shape (C, T, V, M), got {x.dtype} {x.shape}", path)
-    x = x.astype(np.float32)
-    dropped = max(0, x.shape[1] - NUM_FRAMES)
-    if x.shape[1] < NUM_FRAMES:  # the prepared arrays are zero-padded to 300 frames; so is this sample
-        x = np.concatenate([x, np.zeros((x.shape[0], NUM_FRAMES - x.shape[1], *x.shape[2:]), np.float32)], axis=1)
-    return [RawSample(path.name, x[:, :NUM_FRAMES], None, dropped)]
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        raise DataFormatError("expected one .npy array, got an .npz archive", path)
+    return [RawSample(path.name, x, None, 0, None, str(path))]
 
 
 def read_raw_file(path: str | Path) -> list[RawSample]:
@@ -181,7 +195,7 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
         from .data.ntu import load_ntu_sample
 
         res = load_ntu_sample(path)
-        samples = [RawSample(path.name, res.data, "ntu25", res.dropped_frames)]
+        samples = [RawSample(path.name, res.data, "ntu25", res.dropped_frames, _XYZ)]
     elif suffix == ".json":
         from .data.errors import read_json_file
 
@@ -190,12 +204,12 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
             from .data.kinetics import skeleton_from_kinetics_json
 
             data, dropped = skeleton_from_kinetics_json(doc, path)
-            samples = [RawSample(path.name, data, "openpose18", dropped)]
+            samples = [RawSample(path.name, data, "openpose18", dropped, _XYS)]
         elif isinstance(doc, dict) and "skeletons" in doc:
             from .data.ucla import load_ucla_clip
 
             res = load_ucla_clip(path)
-            samples = [RawSample(path.stem, res.data, "ucla20", res.dropped_frames)]
+            samples = [RawSample(path.stem, res.data, "ucla20", res.dropped_frames, _XYZ)]
         else:
             raise DataFormatError("JSON is neither a Kinetics-Skeleton clip ('data' list) nor an NW-UCLA "
                                   "sequence ('skeletons')", path)
@@ -209,39 +223,28 @@ def read_raw_file(path: str | Path) -> list[RawSample]:
             where = f"{path}[{name}]"
             if not isinstance(ann, dict):
                 raise DataFormatError(f"annotation {i} is not a dict", path)
-            data, dropped, _ = annotation_to_array(ann, where)
+            data, dropped, mode = annotation_to_array(ann, where)
             # pyskl annotations do not name their joint order (prepare takes it from --layout):
             # only the joint count can be checked against the model.
-            samples.append(RawSample(f"{path.name}[{name}]", data, None, dropped))
+            samples.append(RawSample(f"{path.name}[{name}]", data, None, dropped, _XYS if mode == "2d" else _XYZ))
     elif suffix == ".npy":
         samples = _read_npy(path)
     else:
         raise DataFormatError(f"unknown file type {suffix or '(none)'!r}; expected one of {', '.join(RAW_SUFFIXES)}",
                               path)
     for s in samples:
-        _check_finite(s.data, s.name if s.name != path.name else str(path))
+        if not s.where:  # the full path, plus the annotation for a pyskl pickle's samples
+            s.where = str(path) + s.name[len(path.name):] if s.name.startswith(path.name + "[") else str(path)
         if s.dropped_frames:
             log.warning("%s: %d frames past %d were dropped, as prepare does", s.name, s.dropped_frames,
                         s.data.shape[1])
     return samples
 
 
-def model_input(x: np.ndarray, tm: TrainedModel, where: str = "input") -> np.ndarray:
-    """Prepared (C, T, V, M) joint data -> what the model was trained on: clip length, then stream."""
-    from .data.augment import fit_length
-
-    if x.ndim != 4:
-        raise DataFormatError(f"expected (C, T, V, M), got shape {x.shape}", where)
-    C, _, V, M = x.shape
-    if C != tm.in_channels or V != tm.layout.num_joints or not 1 <= M <= tm.num_person:
-        raise DataFormatError(f"shape {x.shape} does not fit the model: expected (C={tm.in_channels}, T, "
-                              f"V={tm.layout.num_joints} ({tm.layout.name}), M<={tm.num_person})", where)
-    if M < tm.num_person:
-        x = np.concatenate([x, np.zeros((*x.shape[:3], tm.num_person - M), x.dtype)], axis=3)
-    x = np.asarray(x, dtype=np.float32)
-    if tm.clip_len is not None:
-        x = fit_length(x, tm.clip_len)  # no rng: the centre window, as evaluation does
-    return np.ascontiguousarray(to_stream(x, tm.stream, tm.layout), dtype=np.float32)
+def model_input(x: np.ndarray, tm: TrainedModel, where: str = "input",
+                channels: tuple[str, ...] | None = None) -> np.ndarray:
+    """A clip checked against the model (`check_clip`), then exactly its evaluation input."""
+    return spec_input(check_clip(x, tm.inputs, where, channels), tm.inputs)
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -298,6 +301,9 @@ class Predictor:
                 raise PredictError(f"--checkpoint: {tm.checkpoint} ({tm.layout.name}, {tm.num_classes} classes) "
                                    f"cannot be fused with {first.checkpoint} ({first.layout.name}, "
                                    f"{first.num_classes} classes)")
+            if tm.inputs.channels != first.inputs.channels:
+                raise PredictError(f"--checkpoint: {tm.checkpoint} ({'/'.join(tm.inputs.channels)}) cannot be fused "
+                                   f"with {first.checkpoint} ({'/'.join(first.inputs.channels)})")
             if tm.class_names_source != "indices" and first.class_names_source != "indices" \
                     and tm.class_names != first.class_names:
                 raise PredictError(f"--checkpoint: {tm.checkpoint} and {first.checkpoint} name their classes "
@@ -322,14 +328,17 @@ class Predictor:
         return self.models[0].layout
 
     @torch.no_grad()
-    def predict_arrays(self, samples: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
-        """Prepared (C, T, V, M) joint samples -> fused probabilities (N, num_classes)."""
+    def predict_arrays(self, samples: Sequence[np.ndarray], names: Sequence[str] | None = None,
+                       channels: Sequence[tuple[str, ...] | None] | None = None) -> np.ndarray:
+        """(C, T, V, M) joint clips -> fused probabilities (N, num_classes); `channels`: what each clip's
+        channels mean, where known (None: only the shape is checked)."""
         names = list(names) if names is not None else [f"sample {i}" for i in range(len(samples))]
+        chans = list(channels) if channels is not None else [None] * len(samples)
         from .ensemble import fuse
 
         per_model = []
         for tm in self.models:
-            inputs = [model_input(x, tm, n) for x, n in zip(samples, names)]
+            inputs = [model_input(x, tm, n, c) for x, n, c in zip(samples, names, chans)]
             probs = []
             for start in range(0, len(inputs), self.batch_size):
                 batch = torch.from_numpy(np.stack(inputs[start:start + self.batch_size])).to(self.device)
@@ -344,20 +353,22 @@ class Predictor:
         for s in samples:
             if s.layout is not None and s.layout != self.layout.name:
                 raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects "
-                                      f"{self.layout.name} ({self.layout.num_joints} joints)", path)
+                                      f"{self.layout.name} ({self.layout.num_joints} joints); use a checkpoint "
+                                      f"trained on {s.layout} data", path)
         return samples
 
     def predict_files(self, paths: Sequence[str | Path], topk: int = 5) -> list[Prediction]:
         """Every file is read (and checked) before any model runs: a bad file stops with DataFormatError."""
         samples = [s for p in paths for s in self.read(p)]
-        probs = self.predict_arrays([s.data for s in samples], [s.name for s in samples])
+        probs = self.predict_arrays([s.data for s in samples], [s.where for s in samples],
+                                    [s.channels for s in samples])
         return [self._prediction(s.name, p, topk) for s, p in zip(samples, probs)]
 
     def predict(self, x: np.ndarray | str | Path, topk: int = 5) -> Prediction | list[Prediction]:
         """A raw file path (-> list, pyskl pickles hold several) or one prepared (C, T, V, M) array."""
         if isinstance(x, (str, Path)):
             return self.predict_files([x], topk)
-        return self._prediction("array", self.predict_arrays([x])[0], topk)
+        return self._prediction("array", self.predict_arrays([x], ["array"])[0], topk)
 
     def _prediction(self, name: str, probs: np.ndarray, topk: int) -> Prediction:
         k = max(1, min(int(topk), len(probs)))
@@ -410,6 +421,10 @@ def _device(arg: str) -> torch.device:
 def run(args: argparse.Namespace) -> list[Prediction]:
     if args.topk < 1:
         raise PredictError(f"--topk: expected an integer >= 1, got {args.topk}")
+    if args.json:
+        from .atomic import check_output_path
+
+        check_output_path(args.json, "--json", inputs=[*args.files, *args.checkpoint])
     predictor = Predictor(args.checkpoint, args.weights, device=_device(args.device), batch_size=args.batch_size)
     preds = predictor.predict_files(args.files, args.topk)
     if args.json:

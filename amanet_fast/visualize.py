@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from .data.errors import DataFormatError
+from .data.inputs import check_clip
 from .graphs import normalize_adjacency
 from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file, run_cli
 
@@ -191,7 +192,7 @@ def load_sample(tm: TrainedModel, sample: str) -> tuple[str, np.ndarray, int | N
         s = samples[0]
         if s.layout is not None and s.layout != tm.layout.name:
             raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects {tm.layout.name}", path)
-        return s.name, s.data, None
+        return s.name, check_clip(s.data, tm.inputs, s.where, s.channels), None
     from .data.dataset import SkeletonDataset
     from .training.data import data_dir
 
@@ -335,6 +336,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         head = None if args.head == "mean" else int(args.head)
     except ValueError:
         raise PredictError(f"--head: expected an integer or mean, got {args.head!r}") from None
+    from .atomic import check_output_path
+
+    check_output_path(args.out, "--out", inputs=[args.checkpoint, Path(args.sample)], directory=True)
     tm = load_trained_model(args.checkpoint, device="cpu", kernel_backend="eager")
     name, x, label = load_sample(tm, args.sample)
     maps = attention_maps(tm, x, args.layer, args.frame, args.person)

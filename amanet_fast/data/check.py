@@ -21,8 +21,6 @@ exit 2.
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ import numpy as np
 
 from ..graphs import LayoutError, SkeletonLayout, resolve_layout
 from .errors import DataFormatError
-from .io import MANIFEST_NAME, NUM_FRAMES, data_file, label_file
+from .io import (MANIFEST_NAME, TEMP_PREFIXES, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
+                 read_manifest)
 from .manifest import ManifestError, manifest_classes, manifest_layout
 
 __all__ = ["CheckReport", "check_prepared", "check_raw", "main"]
@@ -220,21 +219,22 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
         hint = f" (its sub-folders {', '.join(found)} are prepared: check one of them)" if found else \
             " (not a prepared folder; for raw input: python -m amanet_fast.data.check KIND --raw PATH)"
         raise FileNotFoundError(f"{path}: not found{hint}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: not valid JSON ({err})") from None
     report = CheckReport()
-    try:
+    try:  # training's loaders: what they refuse is a finding here
+        manifest = read_manifest(d)
         layout = manifest_layout(manifest, d)
-    except ManifestError as err:
-        report.errors.append(str(err))
+        nc = int(manifest["num_classes"])
+        classes = manifest_classes(manifest)
+    except (DataFormatError, ManifestError) as err:
+        report.errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         return report
+    for left in sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
+        report.warnings.append(f"{left}: temp folder of an interrupted (or still running) preparation; "
+                               "delete it if no prepare is writing here")
     channels = manifest.get("channels") or [f"c{i}" for i in range(int(manifest.get("num_channels", 3)))]
-    nc = int(manifest.get("num_classes", 0))
-    classes = manifest_classes(manifest) if nc else []
     if isinstance(manifest.get("classes"), list) and len(manifest["classes"]) != nc:
-        report.errors.append(f"{path}: classes lists {len(manifest['classes'])} names for num_classes {nc}")
+        report.warnings.append(f"{path}: classes lists {len(manifest['classes'])} names for num_classes {nc}; "
+                               "the others are called by their index")
     if manifest.get("num_joints") not in (None, layout.num_joints):
         report.errors.append(f"{path}: num_joints {manifest['num_joints']} but the layout has {layout.num_joints}")
     _header(report, f"{d} (kind {manifest.get('kind')})", layout, channels, nc)
@@ -246,10 +246,12 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
             report.errors.append(f"{d}: split {split} is in the manifest but {arr_path.name} or {lab_path.name} "
                                  "is missing")
             continue
-        arr = np.load(arr_path, mmap_mode="r")
-        with open(lab_path, "rb") as f:
-            names, labels = pickle.load(f)
-        names, labels = [str(n) for n in names], [int(l) for l in labels]
+        try:  # the loaders training uses: their refusals are this report's findings
+            arr = open_prepared_array(arr_path)
+            names, labels = read_label_pickle(lab_path)
+        except DataFormatError as err:
+            report.errors.append(str(err))
+            continue
         if not (len(arr) == len(names) == len(labels)):
             report.errors.append(f"{split}: {len(arr)} samples in {arr_path.name} but {len(labels)} labels and "
                                  f"{len(names)} names in {lab_path.name}")

@@ -3,9 +3,10 @@
 Reads what `amanet_fast.data.prepare` wrote (docs/design.md §5 prepared format plus
 manifest.json). The array stays on disk (`mmap=True`): each item copies one
 sample out, so datasets far larger than RAM work and DataLoader workers share
-the page cache. Per item: clip length and short-clip padding (`pad`: zero or
-replay, default per dataset kind: `augment.DEFAULT_PAD`) -> random shift ->
-random move (joint coordinates), then the requested stream (bone, fused) via `amanet_fast.streams`.
+the page cache. Each item goes through `inputs.model_input` with the split's
+`InputSpec` (`self.spec`, recorded in checkpoints so inference feeds the same):
+clip length and short-clip padding (`pad`: zero or replay, default per dataset
+kind: `augment.DEFAULT_PAD`) -> random shift -> random move, then the stream.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import torch
 
 from ..graphs import SkeletonLayout, resolve_layout
 from ..registry import DATASETS
-from ..streams import STREAMS, to_stream
+from ..streams import STREAMS
 from . import augment
+from .inputs import InputSpec, model_input
 from .io import (MANIFEST_NAME, check_sampled_finite, data_file, label_file, open_prepared_array, read_label_pickle,
                  read_manifest)
 from .manifest import manifest_coord_dims, manifest_layout
@@ -109,6 +111,11 @@ class SkeletonDataset(torch.utils.data.Dataset):
         if bad:
             raise ValueError(f"{self.data_dir / label_file(split)}: label {bad[0]} outside 0..{self.num_classes - 1}")
         check_sampled_finite(data, self.data_dir / data_file(split))
+        channels = tuple(self.manifest.get("channels") or ())
+        if len(channels) != self.num_channels:  # external arrays: meaning unknown, only the count is
+            channels = tuple(f"c{i}" for i in range(self.num_channels))
+        self.spec = InputSpec(layout=self.layout, channels=channels, stream=stream, clip_len=clip_len, pad=self.pad,
+                              num_frames=int(data.shape[2]), num_person=int(data.shape[4]), protocol=self.protocol)
 
     def _manifest(self, layout: str | None, num_classes: int | None) -> dict:
         manifest = read_manifest(self.data_dir)
@@ -166,20 +173,8 @@ class SkeletonDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         x = np.array(self.data[index], dtype=np.float32)  # copy out of the memory map
         needs_rng = self.random_choose or self.random_shift or self.random_move or self.random_view
-        rng = self._rng() if needs_rng else None
-        if self.protocol.active:
-            x = self.protocol.apply(x, self.coord_dims, rng if self.random_view else None)
-        if self.protocol.resample is not None:
-            pass  # already the protocol's frame count
-        elif self.clip_len is not None:
-            x = augment.fit_length(x, self.clip_len, rng if self.random_choose else None, self.pad)
-        elif self.pad == "replay":
-            x = augment.fit_length(x, x.shape[1], None, "replay")
-        if self.random_shift:
-            x = augment.random_shift(x, rng)
-        if self.random_move:
-            x = augment.random_move(x, rng, confidence=self.confidence)
-        x = to_stream(x, self.stream, self.layout)
+        x = model_input(x, self.spec, self._rng() if needs_rng else None, random_choose=self.random_choose,
+                        random_shift=self.random_shift, random_move=self.random_move, random_view=self.random_view)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[index], index
 
     def __repr__(self) -> str:

@@ -30,6 +30,23 @@ class DataFormatError(ValueError):
         super().__init__(where + message)
 
 
+# Longer number tokens are corrupt data; bounding them keeps int() off its quadratic path and
+# Python's 4300-digit limit (a ValueError json does not wrap) out of reach.
+MAX_NUMBER_CHARS = 64
+
+
+class _LongNumber(Exception):
+    pass
+
+
+def _number(kind: type):
+    def parse(token: str):
+        if len(token) > MAX_NUMBER_CHARS:
+            raise _LongNumber(len(token))
+        return kind(token)
+    return parse
+
+
 def read_json_file(path: Path) -> Any:
     """Parse a raw JSON file; malformed or non-UTF-8 content is a DataFormatError
     naming the file and line."""
@@ -39,7 +56,10 @@ def read_json_file(path: Path) -> Any:
     except OSError as err:  # a directory or a symlink loop named *.json, an unreadable file
         raise DataFormatError(f"cannot read: {err.strerror or err}", path) from None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_number(int), parse_float=_number(float))
+    except _LongNumber as err:
+        raise DataFormatError(f"malformed JSON: a number of {err.args[0]} characters (at most {MAX_NUMBER_CHARS}): "
+                              "not skeleton data", path) from None
     except json.JSONDecodeError as err:
         raise DataFormatError(f"malformed JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
     except UnicodeDecodeError:

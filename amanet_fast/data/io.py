@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -37,11 +38,14 @@ __all__ = [
     "write_json_atomic",
 ]
 
+log = logging.getLogger("amanet_fast.data.io")
+
 FORMAT_VERSION = 1
 NUM_FRAMES = 300
 NUM_PERSONS = 2
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
+TEMP_PREFIXES = (".tmp-", ".parsed-")  # PreparedWriter's and the NTU parse-once folders inside --out
 
 
 def data_file(split: str) -> str:
@@ -169,6 +173,9 @@ class PreparedWriter:
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        for left in sorted(p for p in self.out_dir.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
+            log.warning("%s: temp folder of an interrupted (or still running) preparation; delete it if no "
+                        "prepare is writing here", left)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.out_dir))
         self._files: list[str] = []
 

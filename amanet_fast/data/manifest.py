@@ -37,12 +37,19 @@ def manifest_layout(manifest: dict[str, Any], data_dir: str | Path | None = None
 
 
 def manifest_classes(manifest: dict[str, Any]) -> list[str]:
-    """Class names in label order; unnamed classes are called by their index."""
+    """Class names in label order; unnamed classes are called by their index.
+
+    A class count raised above the names listed keeps the names (the rest by
+    index); more names than classes contradict the count and are refused.
+    """
     n = int(manifest["num_classes"])
     classes = manifest.get("classes")
-    if isinstance(classes, list) and len(classes) == n:
-        return [str(c) if c is not None else str(i) for i, c in enumerate(classes)]
-    return [str(i) for i in range(n)]
+    if not isinstance(classes, list):
+        return [str(i) for i in range(n)]
+    if len(classes) > n:
+        raise ManifestError(f"manifest: {len(classes)} class names but num_classes {n}; make them agree")
+    named = [str(c) if c is not None else str(i) for i, c in enumerate(classes)]
+    return named + [str(i) for i in range(len(named), n)]
 
 
 def manifest_coord_dims(manifest: dict[str, Any]) -> int:

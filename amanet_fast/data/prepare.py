@@ -271,10 +271,24 @@ def build_parser(prog: str = "python -m amanet_fast.data.prepare", need_out: boo
     return p
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """--out may not be (inside) a raw folder nor any input file: checked before any reading."""
+    from ..atomic import check_output_path
+
+    if args.kind == "synthetic":  # its --raw is where the generated raw clips go, not an input
+        return
+    sources = [getattr(args, k, None) for k in ("raw", "train_dir", "val_dir", "train_label_file", "val_label_file",
+                                                  "ignore_list", "class_names", "layout")]
+    paths = [Path(s) for s in sources if s is not None]
+    check_output_path(args.out, "--out", inputs=[p for p in paths if p.is_file()],
+                      raw_dirs=[p for p in paths if p.is_dir()], directory=True)
+
+
 def prepare(args: argparse.Namespace, command: str | None = None) -> Path:
     """Dispatch one parsed command line to its reader and run it."""
     if args.workers < 1:
         raise DataFormatError(f"--workers must be >= 1, got {args.workers}")
+    _check_out(args)
     if args.kind == "synthetic":
         from .synthetic import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, prepare_synthetic
         return prepare_synthetic(

@@ -57,6 +57,14 @@ class ClipProtocol:
             values["scale_range"] = tuple(float(v) for v in values["scale_range"])
         return cls(**values)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClipProtocol":
+        """Inverse of to_dict (a checkpoint's record)."""
+        d = dict(d)
+        if d.get("scale_range") is not None:
+            d["scale_range"] = tuple(float(v) for v in d["scale_range"])
+        return cls(**d)
+
     @property
     def active(self) -> bool:
         return self != ClipProtocol()

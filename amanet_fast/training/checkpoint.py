@@ -154,11 +154,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 #   state["model_config"] ModelConfig.to_dict() (JSON-able; model.build.model_from_dict rebuilds it)
 #   state["classes"]      class names in label order
 #   state["data_channels"] meaning of the input channels, e.g. ["x", "y", "score"]
+#   state["inputs"]       data.inputs.InputSpec.to_dict(): how evaluation turned a clip into model input
 
 
-def model_record(model: Any, layout: Any, classes: list[str], channels: list[str] | None) -> dict[str, Any]:
+def model_record(model: Any, layout: Any, classes: list[str], channels: list[str] | None,
+                 inputs: Any = None) -> dict[str, Any]:
     """The description of `model` to store in its checkpoints (empty parts for foreign model classes)."""
     rec: dict[str, Any] = {"classes": list(classes)}
+    if inputs is not None:
+        rec["inputs"] = inputs.to_dict()
     if layout is not None:
         rec["layout"] = layout.to_dict()
     if channels:

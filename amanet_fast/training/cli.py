@@ -86,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"train.py: interrupted by {signal.Signals(signum).name}; the last finished epoch is in "
-              "WORK_DIR/latest.pt and resumes on the next run", file=sys.stderr)
+        if args.eval_only:  # nothing of an evaluation is kept, and no training was touched
+            print(f"train.py: interrupted by {signal.Signals(signum).name}; the evaluation did not finish "
+                  "(no results written); run it again", file=sys.stderr)
+        else:
+            print(f"train.py: interrupted by {signal.Signals(signum).name}; the last finished epoch is in "
+                  "WORK_DIR/latest.pt and resumes on the next run", file=sys.stderr)
         return 128 + int(signum)
     except Exception as err:
         from .loop import NonFiniteLossError

@@ -218,6 +218,7 @@ class DataBundle:
     layout: SkeletonLayout | None = None   # from the manifest: the model is built for it
     coord_dims: int = 3
     manifest: dict[str, Any] = field(default_factory=dict)
+    inputs: Any = None   # data.inputs.InputSpec of the val split: recorded in checkpoints for inference
 
 
 def _subset_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -327,4 +328,5 @@ def build_datasets(cfg: dict[str, Any], directory: Path) -> DataBundle:
         layout=val_full.layout,
         coord_dims=manifest_coord_dims(manifest),
         manifest=manifest,
+        inputs=val_full.spec,
     )

@@ -631,7 +631,8 @@ class Training:
                 "sampler": {"seed": int(cfg["seed"]), "epoch": done, "shuffle": True},
                 "config": cfg, "best_top1": run.best_top1, "best_epoch": run.best_epoch,
                 "results": self.last_results,
-                **model_record(self.model, self.data.layout, self.data.class_names, self.data.manifest.get("channels")),
+                **model_record(self.model, self.data.layout, self.data.class_names, self.data.manifest.get("channels"),
+                               self.data.inputs),
             }
             with run.guard.critical():
                 save_checkpoint(self.latest, state)

@@ -63,7 +63,7 @@ BAD_LAYOUTS = {
     "missing_edges": (_drop("edges"), "edges", "missing"),
     "unknown_field": (_with(centre=1), "unknown field", "centre"),
     "name": (_with(name=""), "name", "non-empty string"),
-    "num_joints": (_with(num_joints="20"), "num_joints", "integer >= 1"),
+    "num_joints": (_with(num_joints="20"), "num_joints", "integer in 1..1024"),
     "edges_type": (_with(edges={"a": 1}), "edges", "list of [i, j]"),
     "edge_pair": (_with(edges=[[0, 1, 2]]), "edges[0]", "pair"),
     "edge_range": (_with(edges=[[0, 1], [1, 20]]), "edges[1][1]", "0..19"),
@@ -99,7 +99,7 @@ def test_each_layout_file_error_is_one_clear_line(case, tmp_path, capsys, shared
 def test_layout_file_not_json_and_unknown_name(tmp_path, capsys):
     f = tmp_path / "l.json"
     f.write_text("{name: 1")
-    with pytest.raises(LayoutError, match=rf"{f}: not valid JSON"):
+    with pytest.raises(LayoutError, match=rf"{f}:1: malformed JSON"):
         load_layout(f)
     assert graphs_main(["dump", "kinect19"]) == 2
     assert "built-in layout" in capsys.readouterr().err
