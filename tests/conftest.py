@@ -29,8 +29,18 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
     root = shared_data_dir()
     if not root.is_dir():
-        pytest.skip(f"shared sample data not found at {root}")
+        pytest.skip(f"needs the real sample files: not found at {root}; set AMANET_SHARED_DATA=/path/to/data "
+                    "(kinetics_raw/, ntu_raw/, nw_ucla/, pyskl/) to run it")
     return root
+
+
+@pytest.fixture(scope="session")
+def standin_data(tmp_path_factory) -> Path:
+    """Generated files in the shared data's layout and formats (tests/standin.py): for tests that need
+    *a* valid raw file to break or feed a CLI, not the real release."""
+    from tests.standin import make_standin
+
+    return make_standin(tmp_path_factory.mktemp("standin") / "data")
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
