@@ -43,4 +43,23 @@ def standin_data(tmp_path_factory) -> Path:
     return make_standin(tmp_path_factory.mktemp("standin") / "data")
 
 
+# `pytest -m quick`: a few minutes on one busy core, at least one module per package (data, model,
+# kernels, training, use) plus the CLI error corpus. Listed here rather than marked in each module
+# so the whole subset is visible (and checked, tests/test_quick_subset.py) in one place.
+QUICK_MODULES = frozenset({
+    "tests/data/test_synthetic.py", "tests/data/test_dataset.py", "tests/data/test_bad_input.py",
+    "tests/model/test_graphs_streams.py", "tests/model/test_dp.py",
+    "tests/kernels/test_traffic.py", "tests/kernels/test_custom_ops.py",
+    "tests/training/test_config.py", "tests/training/test_checkpoint_metrics.py", "tests/training/test_ensemble.py",
+    "tests/use/test_predictions_csv.py", "tests/use/test_own_arrays.py",
+    "tests/test_bad_inputs_corpus.py", "tests/test_quick_subset.py",
+})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix() in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
