@@ -363,7 +363,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    "DATA_ROOT/<split>. Default: $AMANET_DATA/<dataset> or ./data/<dataset>")
     p.add_argument("--work-dir", dest="work_dir",
                    help="output folder (log, checkpoints, results); a rerun resumes from its latest.pt. "
-                   "Default: work_dirs/<dataset>[_<split>]_<arch>_<stream>")
+                   "Default: work_dirs/<dataset>[_<split>][_<preset>]_<arch>_<stream>")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch per optimizer step")
     p.add_argument("--forward-batch-size", dest="forward_batch_size", type=int,
                    help="per-rank micro-batch; gradients are accumulated up to the batch size")
@@ -428,6 +428,10 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
         _apply_presets(cfg, load_yaml(source), args.preset, str(source))
     for key, value in explicit_overrides(args):
         set_key(cfg, key, value)
+    if cfg["work_dir"] is None and args.preset:
+        # A preset run (a smoke test, a CPU-sized run) must not take the full run's default folder: the
+        # full run would then resume from it or be refused as a different setup.
+        cfg["work_dir"] = str(default_work_dir(cfg, args.preset))
     validate(cfg)
     return cfg
 
@@ -525,10 +529,12 @@ def scaled_lr(cfg: dict[str, Any]) -> float:
     return float(o["base_lr"]) * o["batch_size"] / o["base_batch_size"]
 
 
-def default_work_dir(cfg: dict[str, Any]) -> Path:
+def default_work_dir(cfg: dict[str, Any], preset: str | None = None) -> Path:
     parts = [cfg["dataset"]]
     if cfg["data"]["split"]:
         parts.append(str(cfg["data"]["split"]))
+    if preset:
+        parts.append(str(preset))
     parts += [cfg["model"]["arch"], cfg["data"]["stream"]]
     return Path("work_dirs") / "_".join(parts)
 
