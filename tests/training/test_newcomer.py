@@ -20,3 +20,31 @@ def test_preset_runs_get_their_own_default_work_dir() -> None:
     assert C.resolve_config(args)["work_dir"] is None  # the full run: work_dirs/synthetic_amanet_joint
     args = C.build_arg_parser().parse_args(["--preset", "tiny", "--work-dir", "mine"])
     assert C.resolve_config(args)["work_dir"] == "mine"
+
+
+def test_lr_step_at_or_past_the_last_epoch_is_warned(synthetic_root, tmp_path, capsys):
+    rc, err = run_cli(tiny_args(synthetic_root, tmp_path / "wd", "--epochs", "1", "optim.lr_steps=[1]"), capsys)
+    assert rc == 0, err
+    text = (tmp_path / "wd" / "log.txt").read_text()
+    assert "optim.lr_steps [1]: step 1 at or past the last epoch (1 epochs" in text and "never decays" in text
+    rc, err = run_cli(tiny_args(synthetic_root, tmp_path / "wd2", "--epochs", "1", "optim.lr_steps=[0]"), capsys)
+    assert rc == 0 and "at or past the last epoch" not in (tmp_path / "wd2" / "log.txt").read_text()
+
+
+def test_results_elapsed_counts_every_leg_of_a_resumed_run(synthetic_root, tmp_path, capsys):
+    import json
+
+    from amanet_fast.training.checkpoint import load_checkpoint, save_checkpoint
+
+    wd = tmp_path / "wd"
+    rc, err = run_cli(tiny_args(synthetic_root, wd, "train.stop_after_epoch=1"), capsys)
+    assert rc == 0, err
+    state = load_checkpoint(wd / "latest.pt")
+    assert 0 < state["elapsed_s"] < 1000
+    state["elapsed_s"] = 1000.0  # as if the first leg had taken 1000 s
+    save_checkpoint(wd / "latest.pt", state)
+    rc, err = run_cli(tiny_args(synthetic_root, wd), capsys)
+    assert rc == 0, err
+    results = json.loads((wd / "results.json").read_text())
+    assert results["epoch"] == 2 and 1000 < results["elapsed_s"] < 1000 + 600
+    assert load_checkpoint(wd / "latest.pt")["elapsed_s"] > 1000
