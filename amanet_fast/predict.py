@@ -35,6 +35,7 @@ import torch.nn as nn
 from .data.errors import DataFormatError
 from .graphs import SkeletonLayout, get_layout
 from .streams import STREAMS, to_stream
+from .argparse_util import ArgumentParser
 
 __all__ = ["TrainedModel", "Prediction", "Predictor", "PredictError", "load_trained_model", "read_raw_file",
            "model_input", "main"]
@@ -390,7 +391,7 @@ def format_predictions(preds: Sequence[Prediction]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m amanet_fast.predict",
         description="Top-k action classes for raw skeleton files (NTU .skeleton, Kinetics / NW-UCLA JSON, "
                     "pyskl .pkl, prepared (C,T,V,M) .npy, per-clip .csv / (T,V,C) .npy as prepare arrays reads them) from one or several trained checkpoints.")

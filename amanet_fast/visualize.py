@@ -39,6 +39,7 @@ import torch.nn as nn
 from .data.errors import DataFormatError
 from .graphs import normalize_adjacency
 from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file, run_cli
+from .argparse_util import ArgumentParser
 
 __all__ = ["AttentionMaps", "attention_maps", "load_sample", "plot_attention", "main"]
 
@@ -316,7 +317,7 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m amanet_fast.visualize",
+    p = ArgumentParser(prog="python -m amanet_fast.visualize",
                                 description="Draw what a trained AMANet's attention modules learned (paper Fig. 8).")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("attention", help="SFEM / STFEM / FF attention matrices of one sample")

@@ -35,6 +35,7 @@ from ..graphs import LayoutError, SkeletonLayout, resolve_layout
 from .errors import DataFormatError
 from .io import MANIFEST_NAME, NUM_FRAMES, data_file, label_file
 from .manifest import ManifestError, manifest_classes, manifest_layout
+from ..argparse_util import ArgumentParser
 
 __all__ = ["CheckReport", "check_prepared", "check_raw", "main"]
 
@@ -338,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
-        parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+        parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                          epilog=f"raw input: {prog} KIND --raw PATH [prepare options] "
                                                 f"(KIND: {', '.join(k for k in KINDS if k != 'synthetic')})")
         parser.add_argument("data_dir", type=Path, help="prepared folder (holds manifest.json)")

@@ -26,6 +26,7 @@ from ..registry import DATASETS, KINDS as _REGISTRY_KINDS, coord_dims, dataset_f
 from .errors import DataFormatError
 from .io import FORMAT_VERSION, NUM_FRAMES, NUM_PERSONS, PreparedWriter, data_file, label_file
 from .plan import DatasetPlan, LoadResult, Problems, Sample
+from ..argparse_util import ArgumentParser
 
 __all__ = ["KINDS", "run_plan", "prepare", "make_plan", "main", "build_parser"]
 
@@ -228,7 +229,7 @@ examples:
 
 
 def build_parser(prog: str = "python -m amanet_fast.data.prepare", need_out: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=prog,
         description="Convert raw skeleton data into the memory-mapped prepared format "
                     "({train,val}_data_joint.npy, {train,val}_label.pkl, manifest.json).",

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..registry import DATASETS as _REGISTRY
+from ..argparse_util import ArgumentParser
 
 DATASETS = tuple(_REGISTRY)  # recipe names (configs/<recipe>); the data itself is described by its manifest
 STREAMS = ("joint", "bone", "joint_fused", "bone_fused")
@@ -253,7 +254,15 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def _unknown_key_error(key: str) -> ValueError:
-    close = difflib.get_close_matches(key, _all_keys(DEFAULTS), n=3)
+    # Whole-key look-alikes (optim.base_l), and for a bare or misplaced leaf (lr=0.1, train.batch_size=8)
+    # the keys with that last part first, then those ending in it (lr -> base_lr), then leaf look-alikes.
+    keys = _all_keys(DEFAULTS)
+    leaf = key.rsplit(".", 1)[-1]
+    leaves = {k: k.rsplit(".", 1)[-1] for k in keys}
+    close = ([k for k, l in leaves.items() if l == leaf] + difflib.get_close_matches(key, keys, n=3)
+             + [k for k, l in leaves.items() if l.endswith("_" + leaf)]
+             + [k for k, l in leaves.items() if difflib.get_close_matches(leaf, [l], cutoff=0.75)])
+    close = list(dict.fromkeys(close))[:3]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ValueError(f"unknown config key {key!r}{hint}")
 
@@ -342,7 +351,7 @@ def _epilog() -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="train.py",
         description="Train / evaluate AMANet and MS-G3D on prepared skeleton data. With no arguments: the "
         "synthetic CPU demo. The network is built from the prepared data's manifest (layout, classes, "
