@@ -44,7 +44,7 @@ def standin_data(tmp_path_factory) -> Path:
 
 
 # `pytest -m quick`: a few minutes on one busy core, at least one module per package (data, model,
-# kernels, training, use) plus the CLI error corpus. Listed here rather than marked in each module
+# kernels, training, use) plus the CLI error corpus; their `slow` tests stay out. Listed here rather than marked in each module
 # so the whole subset is visible (and checked, tests/test_quick_subset.py) in one place.
 QUICK_MODULES = frozenset({
     "tests/data/test_synthetic.py", "tests/data/test_dataset.py", "tests/data/test_bad_input.py",
@@ -58,7 +58,8 @@ QUICK_MODULES = frozenset({
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix() in QUICK_MODULES:
+        if (Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix() in QUICK_MODULES
+                and item.get_closest_marker("slow") is None):
             item.add_marker(pytest.mark.quick)
 
 
