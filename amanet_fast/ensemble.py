@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from . import safe_pickle
+from .argparse_util import ArgumentParser
 
 DEFAULT_WEIGHTS = (0.6, 0.6, 0.4, 0.4)
 
@@ -158,7 +159,7 @@ def default_weights(n: int) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m amanet_fast.ensemble",
+    p = ArgumentParser(prog="python -m amanet_fast.ensemble",
                                 description="Fuse per-stream score files and report each stream's and the fused accuracy.")
     p.add_argument("inputs", nargs="+", help="work dirs or score pickles, in stream order (joint, bone, joint_fused, bone_fused)")
     p.add_argument("--weights", type=float, nargs="+", help="one weight per input (default 0.6 0.6 0.4 0.4)")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .predict import PredictError, TrainedModel, load_trained_model
+from .argparse_util import ArgumentParser
 
 __all__ = ["export_onnx", "check_onnx", "main"]
 
@@ -129,7 +130,7 @@ def check_onnx(tm: TrainedModel, path: str | Path, shapes: Sequence[tuple[int, i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m amanet_fast.export", description="Export a trained checkpoint.")
+    p = ArgumentParser(prog="python -m amanet_fast.export", description="Export a trained checkpoint.")
     sub = p.add_subparsers(dest="format", required=True)
     o = sub.add_parser("onnx", help="ONNX (eager attention path, dynamic batch and frame count)")
     o.add_argument("--checkpoint", required=True, type=Path)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from .argparse_util import ArgumentParser
 
 __all__ = [
     "BodyPart",
@@ -494,7 +495,7 @@ def spatio_temporal_adjacency(a: np.ndarray, window: int) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m amanet_fast.graphs",
+    p = ArgumentParser(prog="python -m amanet_fast.graphs",
                                 description="Skeleton layouts: list the built-in ones, write one out as a JSON "
                                             "layout file, or validate a layout file.")
     sub = p.add_subparsers(dest="cmd", required=True)

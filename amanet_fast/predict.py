@@ -38,13 +38,14 @@ from .data.inputs import INPUTS_KEY, InputSpec, check_clip, spec_from_config
 from .data.inputs import model_input as spec_input
 from .graphs import SkeletonLayout, get_layout
 from .streams import STREAMS
+from .argparse_util import ArgumentParser
 
 __all__ = ["TrainedModel", "Prediction", "Predictor", "PredictError", "load_trained_model", "read_raw_file",
            "model_input", "main"]
 
 log = logging.getLogger("amanet_fast.predict")
 
-RAW_SUFFIXES = (".skeleton", ".json", ".pkl", ".pickle", ".npy")
+RAW_SUFFIXES = (".skeleton", ".json", ".pkl", ".pickle", ".npy", ".csv")
 _XYZ, _XYS = ("x", "y", "z"), ("x", "y", "score")  # channels of the 3D and the 2D+score readers
 
 
@@ -185,13 +186,36 @@ def _read_npy(path: Path) -> list[RawSample]:
     return [RawSample(path.name, x, None, 0, None, str(path))]
 
 
-def read_raw_file(path: str | Path) -> list[RawSample]:
-    """One raw file -> its samples, read and preprocessed exactly as `prepare` does."""
+def _read_clip_array(path: Path, layout: SkeletonLayout | None) -> list[RawSample]:
+    """A per-clip .csv / (T, V, C) .npy, through `prepare arrays`' reader (the model's layout gives V)."""
+    from .data.arrays import clip_to_array, read_clip
+
+    if layout is None:
+        raise DataFormatError("a per-clip .csv/.npy array needs the model's layout to be read; "
+                              "use Predictor(...).read or python -m amanet_fast.predict", path)
+    data, dropped = clip_to_array(read_clip(path, layout))
+    return [RawSample(path.name, data, None, dropped, None, str(path))]
+
+
+def _npy_ndim(path: Path) -> int | None:
+    try:
+        return len(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    except (ValueError, OSError):
+        return None  # _read_npy reports the unreadable file
+
+
+def read_raw_file(path: str | Path, layout: SkeletonLayout | None = None) -> list[RawSample]:
+    """One raw file -> its samples, read and preprocessed exactly as `prepare` does.
+
+    `layout` (the model's) reads per-clip arrays: .csv, and .npy of (T, V, C); a 4-D .npy stays
+    one prepared (C, T, V, M) sample, the format predict has always taken."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError("file not found", path)
     suffix = path.suffix.lower()
-    if suffix == ".skeleton":
+    if suffix == ".csv" or (suffix == ".npy" and _npy_ndim(path) == 3):
+        samples = _read_clip_array(path, layout)
+    elif suffix == ".skeleton":
         from .data.ntu import load_ntu_sample
 
         res = load_ntu_sample(path)
@@ -349,7 +373,7 @@ class Predictor:
 
     def read(self, path: str | Path) -> list[RawSample]:
         """Read a raw file and check that its skeleton is the one the model was trained on."""
-        samples = read_raw_file(path)
+        samples = read_raw_file(path, self.layout)
         for s in samples:
             if s.layout is not None and s.layout != self.layout.name:
                 raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects "
@@ -390,10 +414,10 @@ def format_predictions(preds: Sequence[Prediction]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m amanet_fast.predict",
         description="Top-k action classes for raw skeleton files (NTU .skeleton, Kinetics / NW-UCLA JSON, "
-                    "pyskl .pkl, prepared (C,T,V,M) .npy) from one or several trained checkpoints.")
+                    "pyskl .pkl, prepared (C,T,V,M) .npy, per-clip .csv / (T,V,C) .npy as prepare arrays reads them) from one or several trained checkpoints.")
     p.add_argument("files", nargs="+", type=Path, help="raw skeleton files")
     p.add_argument("--checkpoint", action="append", required=True, type=Path,
                    help="a training checkpoint (best.pt / latest.pt); repeat to fuse streams")

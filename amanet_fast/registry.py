@@ -85,6 +85,8 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
 
 # prepare KIND -> the dataset (recipe) it produces.
 KINDS: dict[str, str] = {d.kind: d.name for d in DATASETS.values()}
+# Per-clip .npy/.csv arrays + labels.csv (amanet_fast.data.arrays): the same custom recipe as pyskl data.
+KINDS["arrays"] = "custom"
 
 
 def get_dataset(name: str) -> DatasetInfo:

@@ -40,6 +40,7 @@ from .data.errors import DataFormatError
 from .data.inputs import check_clip
 from .graphs import normalize_adjacency
 from .predict import PredictError, TrainedModel, load_trained_model, model_input, read_raw_file, run_cli
+from .argparse_util import ArgumentParser
 
 __all__ = ["AttentionMaps", "attention_maps", "load_sample", "plot_attention", "main"]
 
@@ -61,6 +62,9 @@ class AttentionMaps:
     alpha: float = 0.0
     beta: float = 0.0
     probabilities: np.ndarray | None = None
+    valid_frames: tuple[int, int] = (0, 0)  # [begin, end) of the model input's non-padding frames
+    input_frames: int = 0
+    missing: dict[str, str] = field(default_factory=dict)  # picture -> why it cannot be drawn
 
 
 def _joint_names(layout) -> list[str]:
@@ -103,13 +107,16 @@ def attention_maps(tm: TrainedModel, x: np.ndarray, layer: int | None = None, fr
                            f"(arch {tm.config['model']['arch']}); nothing to draw")
     inp = torch.from_numpy(model_input(x, tm))[None].to(next(model.parameters()).device)
     T_in = inp.shape[2]
-    if frame is None:
-        from .data.augment import valid_range
+    from .data.augment import valid_range
 
-        b, e = valid_range(inp[0].cpu().numpy())
+    b, e = valid_range(inp[0].cpu().numpy())
+    if frame is None:
         frame = (b + e) // 2
     if not 0 <= frame < T_in:
         raise PredictError(f"--frame: expected 0..{T_in - 1} (the model input has {T_in} frames), got {frame}")
+    if not b <= frame < e:
+        log.warning("--frame %d is padding: the clip fills frames %d..%d of the %d-frame model input; its maps "
+                    "show what the model does with padding", frame, b, e - 1, T_in)
 
     captured: dict[str, torch.Tensor] = {}
     hooks = []
@@ -135,7 +142,15 @@ def attention_maps(tm: TrainedModel, x: np.ndarray, layer: int | None = None, fr
     cfg = model.config
     maps = AttentionMaps(layer=layer, frame=frame, layer_frame=0, person=person,
                          joint_names=_joint_names(tm.layout), alpha=float(cfg.alpha), beta=float(cfg.beta),
-                         probabilities=probs)
+                         probabilities=probs, valid_frames=(b, e), input_frames=T_in)
+    # Named here so a missing picture is reported, not just absent from the output folder.
+    why = f"block {layer} of this {tm.config['model']['arch']} model has no"
+    if sfem is None:
+        maps.missing[f"sfem_layer{layer}_frame{frame}.png"] = f"{why} SFEM (model.args.sfem)"
+    if stfem is None:
+        maps.missing[f"stfem_layer{layer}_frame{frame}_tau*.png"] = f"{why} STFEM (model.args.stfem)"
+    if ff is None:
+        maps.missing[f"ff_layer{layer}.png"] = f"{why} TFEM frame grouping (model.args.tfem)"
     a_hat = normalize_adjacency(tm.layout.adjacency() + np.eye(tm.layout.num_joints))
     row = person  # persons fold into the batch as n * M + m, and n = 0
 
@@ -233,6 +248,13 @@ def _save(fig, path: Path) -> Path:
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def stfem_ticks(tau: int, num_joints: int) -> tuple[list[str], float]:
+    """Tick labels of an STFEM window matrix: the joint index of every token (names go in a legend), and
+    a font size that keeps them legible (>= 5 pt) at τ = 5 on 25 joints."""
+    tokens = tau * num_joints
+    return [str(j) for _ in range(tau) for j in range(num_joints)], max(5.0, 7.0 - 0.01 * tokens)
+
+
 def _matrix(ax, m: np.ndarray, title: str, labels: Sequence[str] | None, fontsize: float = 6.0) -> None:
     im = ax.imshow(m, cmap="viridis")  # own colour scale per panel: an untrained map is near-uniform
     ax.set_title(title, fontsize=9)
@@ -255,7 +277,12 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
     where = f"layer {L}, frame {F} (block frame {maps.layer_frame}), person {maps.person}, " \
             f"{'mean over heads' if head is None else f'head {head}'}"
     names = maps.joint_names
+    b, e = maps.valid_frames
+    if maps.input_frames and not b <= F < e:
+        where += f" — PADDING frame (clip frames {b}..{e - 1})"
     written: list[Path] = []
+    for picture, why in maps.missing.items():
+        log.warning("not drawn: %s: %s", picture, why)
     if maps.sfem:
         fig, axes = plt.subplots(1, 3, figsize=(18, 6.4))
         _matrix(axes[0], maps.sfem["adjacency"][0], "(a) normalized adjacency Â", names)
@@ -266,20 +293,25 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
         fig.tight_layout()
         written.append(_save(fig, out / f"sfem_layer{L}_frame{F}.png"))
     for tau, m in maps.stfem.items():
-        tokens = [f"{s}:{n}" for s in range(tau) for n in names]
-        size = min(6 + 0.08 * len(tokens), 24)
-        fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
-        labels = tokens if len(tokens) <= 128 else None
-        fs = max(2.5, 6.0 - 0.03 * len(tokens))
+        labels, fs = stfem_ticks(tau, len(names))
+        size = min(6 + 0.08 * len(labels), 24)
+        fig, axes = plt.subplots(1, 2, figsize=(2 * size, size + 1.5))
         _matrix(axes[0], _reduce(m["correlation"], head), f"correlation softmax(QKᵀ/√d), τ = {tau}", labels, fs)
         _matrix(axes[1], _reduce(m["fused"], head), f"fused softmax(QKᵀ/√d + β·tile(Â)), β = {maps.beta:g}",
                 labels, fs)
+        V = len(names)
         for ax in axes:  # frame boundaries inside the window (tokens are frame-major: s*V + joint)
             for s in range(1, tau):
-                ax.axhline(s * len(names) - 0.5, color="white", lw=0.6)
-                ax.axvline(s * len(names) - 0.5, color="white", lw=0.6)
-        fig.suptitle(f"STFEM window frames t+0..t+{tau - 1} (token = offset:joint), {where}\n{title}", fontsize=10)
-        fig.tight_layout()
+                ax.axhline(s * V - 0.5, color="white", lw=0.6)
+                ax.axvline(s * V - 0.5, color="white", lw=0.6)
+            for s in range(tau):  # which window frame each block of joints is, above the matrix
+                ax.text(s * V + V / 2 - 0.5, -1.5, f"t+{s}", ha="center", va="bottom", fontsize=8)
+        fig.suptitle(f"STFEM window frames t+0..t+{tau - 1} (ticks: joint index per frame), {where}\n{title}",
+                     fontsize=10)
+        # Joint index -> name once, below, instead of τ·V long tick labels nobody can read at τ = 5.
+        fig.text(0.01, 0.005, "joints: " + ", ".join(f"{j} {n}" for j, n in enumerate(names)), fontsize=7,
+                 wrap=True, va="bottom")
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
         written.append(_save(fig, out / f"stfem_layer{L}_frame{F}_tau{tau}.png"))
     if maps.ff:
         scores = maps.ff["scores"][0]
@@ -288,6 +320,15 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
         fig, ax = plt.subplots(figsize=(size + 1, size))
         labels = [str(t) for t in range(n)] if n <= 64 else None
         _matrix(ax, scores, f"FF frame-group scores, g = {maps.ff_group} ({n} frames at this block's rate)", labels)
+        if maps.input_frames:  # grey out padding, at this block's frame rate
+            pb, pe = b * n // maps.input_frames, -(-e * n // maps.input_frames)  # block frames touching the clip
+            for lo, hi in ((0, pb), (pe, n)):
+                if hi > lo:
+                    for rect in ((lo - 0.5, -0.5, hi - lo, n), (-0.5, lo - 0.5, n, hi - lo)):
+                        ax.add_patch(matplotlib.patches.Rectangle(rect[:2], rect[2], rect[3], color="grey",
+                                                                  alpha=0.55, lw=0, hatch="//"))
+            ax.set_xlabel(f"grey: padding frames (clip at input frames {b}..{e - 1} of {maps.input_frames})",
+                          fontsize=8)
         g0 = (maps.layer_frame // maps.ff_group) * maps.ff_group
         g1 = min(g0 + maps.ff_group, n)
         ax.add_patch(matplotlib.patches.Rectangle((g0 - 0.5, g0 - 0.5), g1 - g0, g1 - g0, fill=False,
@@ -317,7 +358,7 @@ def plot_attention(maps: AttentionMaps, out_dir: str | Path, *, title: str = "",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m amanet_fast.visualize",
+    p = ArgumentParser(prog="python -m amanet_fast.visualize",
                                 description="Draw what a trained AMANet's attention modules learned (paper Fig. 8).")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("attention", help="SFEM / STFEM / FF attention matrices of one sample")

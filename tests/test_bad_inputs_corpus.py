@@ -1703,9 +1703,9 @@ def _main(cli: str):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, corpus_data, shared_data, tmp_path, monkeypatch, capsys, caplog) -> None:
+def test_bad_input(case: Case, corpus_data, standin_data, tmp_path, monkeypatch, capsys, caplog) -> None:
     syn, ckpt = corpus_data
-    c = Ctx(tmp_path, shared_data, syn, ckpt, monkeypatch)
+    c = Ctx(tmp_path, standin_data, syn, ckpt, monkeypatch)
     built = case.build(c)
     argv, where, extra = built[0], str(built[1]), built[2:]
     try:
@@ -1757,8 +1757,8 @@ def _proc(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
 
 
-def test_real_subprocesses_exit_2_without_traceback(shared_data, tmp_path) -> None:
-    raw = _copy(shared_data / "ntu_raw", tmp_path / "ntu")
+def test_real_subprocesses_exit_2_without_traceback(standin_data, tmp_path) -> None:
+    raw = _copy(standin_data / "ntu_raw", tmp_path / "ntu")
     (raw / "S001C001P002R001A002.skeleton").mkdir()
     scores = _pickle(tmp_path / "a.pkl", {"s0": np.ones(3)})
     labels = _pickle(tmp_path / "l.pkl", (["s0"], [0]))

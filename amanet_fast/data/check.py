@@ -34,6 +34,7 @@ from .errors import DataFormatError
 from .io import (MANIFEST_NAME, TEMP_PREFIXES, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
                  read_manifest)
 from .manifest import ManifestError, manifest_classes, manifest_layout
+from ..argparse_util import ArgumentParser
 
 __all__ = ["CheckReport", "check_prepared", "check_raw", "main"]
 
@@ -340,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
-        parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+        parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                          epilog=f"raw input: {prog} KIND --raw PATH [prepare options] "
                                                 f"(KIND: {', '.join(k for k in KINDS if k != 'synthetic')})")
         parser.add_argument("data_dir", type=Path, help="prepared folder (holds manifest.json)")

@@ -26,6 +26,7 @@ from ..registry import DATASETS, KINDS as _REGISTRY_KINDS, coord_dims, dataset_f
 from .errors import DataFormatError
 from .io import FORMAT_VERSION, NUM_FRAMES, NUM_PERSONS, PreparedWriter, data_file, label_file
 from .plan import DatasetPlan, LoadResult, Problems, Sample
+from ..argparse_util import ArgumentParser
 
 __all__ = ["KINDS", "run_plan", "prepare", "make_plan", "main", "build_parser"]
 
@@ -212,6 +213,7 @@ def _all_bad(what: str, skipped: list[dict], split: str | None, out_dir: Path) -
 _EPILOG = "--raw per kind:\n" + "".join(
     f"  {d.kind:<10} {d.raw}" + (f"; --split {'|'.join(d.benchmarks)}" if d.benchmarks else "") + "\n"
     for d in DATASETS.values()) + """\
+  arrays     a folder of per-clip .npy (T,V,C)|(M,T,V,C) / .csv files + labels.csv (file,label,split)
   (kinetics: or a flat dir of clips with one *val_label.json / *train_label.json;
    pyskl: --train-split/--val-split name its splits, --layout gives the skeleton;
    ntu60/120: without --split every benchmark is written to OUT/<benchmark>/ from one parse)
@@ -221,12 +223,13 @@ examples:
   python -m amanet_fast.data.prepare kinetics --raw kinetics-skeleton --out data/kinetics --workers 8
   python -m amanet_fast.graphs dump ucla20 > my20.json   # a layout file to edit for your skeleton
   python -m amanet_fast.data.prepare pyskl --raw my_annotations.pkl --layout my20.json --out data/mine
+  python -m amanet_fast.data.prepare arrays --raw my_clips/ --layout my20.json --out data/mine
   python -m amanet_fast.data.check data/mine               # counts, lengths, ranges, defects
 """
 
 
 def build_parser(prog: str = "python -m amanet_fast.data.prepare", need_out: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=prog,
         description="Convert raw skeleton data into the memory-mapped prepared format "
                     "({train,val}_data_joint.npy, {train,val}_label.pkl, manifest.json).",
@@ -264,6 +267,10 @@ def build_parser(prog: str = "python -m amanet_fast.data.prepare", need_out: boo
                    "Default: pyskl's own convention (2D 17 joints = coco17, 3D 25 joints = ntu25), else required")
     g.add_argument("--class-names", type=Path, help="text file with one class name per line, in label order "
                    "(default: the pickle's 'classes' / 'class_names' / 'label_names' list, if any)")
+    g = p.add_argument_group("arrays (RAW/labels.csv + per-clip .npy/.csv; --layout required, --class-names "
+                             "as for pyskl)")
+    g.add_argument("--label-base", type=int, choices=(0, 1), help="integer labels count from 0 or 1 (default: "
+                   "1-based when the smallest label is 1 and none is 0, and said so)")
     g = p.add_argument_group("synthetic")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--num-train", type=int, default=None)
@@ -321,8 +328,8 @@ def make_plan(args: argparse.Namespace) -> DatasetPlan:
     """The reader's plan for a parsed prepare command line (shared with `amanet_fast.data.check`)."""
     problems = Problems(args.skip_bad)
     kind = args.kind
-    if kind != "pyskl" and (getattr(args, "layout", None) or getattr(args, "class_names", None)):
-        raise DataFormatError(f"--layout and --class-names are for pyskl data; {kind} has a fixed layout and classes")
+    if kind not in ("pyskl", "arrays") and (getattr(args, "layout", None) or getattr(args, "class_names", None)):
+        raise DataFormatError(f"--layout and --class-names are for pyskl and arrays data; {kind} has a fixed layout and classes")
     if args.raw is None:
         raise DataFormatError(f"--raw is required for {kind}")
     if args.pad is not None and kind not in ("ntu60", "ntu120"):
@@ -347,6 +354,10 @@ def make_plan(args: argparse.Namespace) -> DatasetPlan:
         plan = plan_pyskl(args.raw, problems, train_split=args.train_split, val_split=args.val_split,
                           unsplit_to=args.unsplit_to, layout=args.layout, num_classes=args.num_classes,
                           class_names=_read_class_names(args.class_names) if args.class_names else None)
+    elif kind == "arrays":
+        from .arrays import plan_arrays
+        plan = plan_arrays(args.raw, problems, layout=args.layout, label_base=args.label_base,
+                           class_names=_read_class_names(args.class_names) if args.class_names else None)
     else:  # pragma: no cover - argparse restricts choices
         raise ValueError(kind)
     plan.skipped = problems.skipped + plan.skipped

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..registry import DATASETS as _REGISTRY
+from ..argparse_util import ArgumentParser
 
 DATASETS = tuple(_REGISTRY)  # recipe names (configs/<recipe>); the data itself is described by its manifest
 STREAMS = ("joint", "bone", "joint_fused", "bone_fused")
@@ -261,7 +262,15 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def _unknown_key_error(key: str) -> ValueError:
-    close = difflib.get_close_matches(key, _all_keys(DEFAULTS), n=3)
+    # Whole-key look-alikes (optim.base_l), and for a bare or misplaced leaf (lr=0.1, train.batch_size=8)
+    # the keys with that last part first, then those ending in it (lr -> base_lr), then leaf look-alikes.
+    keys = _all_keys(DEFAULTS)
+    leaf = key.rsplit(".", 1)[-1]
+    leaves = {k: k.rsplit(".", 1)[-1] for k in keys}
+    close = ([k for k, l in leaves.items() if l == leaf] + difflib.get_close_matches(key, keys, n=3)
+             + [k for k, l in leaves.items() if l.endswith("_" + leaf)]
+             + [k for k, l in leaves.items() if difflib.get_close_matches(leaf, [l], cutoff=0.75)])
+    close = list(dict.fromkeys(close))[:3]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ValueError(f"unknown config key {key!r}{hint}")
 
@@ -350,7 +359,7 @@ def _epilog() -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="train.py",
         description="Train / evaluate AMANet and MS-G3D on prepared skeleton data. With no arguments: the "
         "synthetic CPU demo. The network is built from the prepared data's manifest (layout, classes, "
@@ -371,7 +380,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    "DATA_ROOT/<split>. Default: $AMANET_DATA/<dataset> or ./data/<dataset>")
     p.add_argument("--work-dir", dest="work_dir",
                    help="output folder (log, checkpoints, results); a rerun resumes from its latest.pt. "
-                   "Default: work_dirs/<dataset>[_<split>]_<arch>_<stream>")
+                   "Default: work_dirs/<dataset>[_<split>][_<preset>]_<arch>_<stream>")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="global batch per optimizer step")
     p.add_argument("--forward-batch-size", dest="forward_batch_size", type=int,
                    help="per-rank micro-batch; gradients are accumulated up to the batch size")
@@ -436,6 +445,10 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
         _apply_presets(cfg, load_yaml(source), args.preset, str(source))
     for key, value in explicit_overrides(args):
         set_key(cfg, key, value)
+    if cfg["work_dir"] is None and args.preset:
+        # A preset run (a smoke test, a CPU-sized run) must not take the full run's default folder: the
+        # full run would then resume from it or be refused as a different setup.
+        cfg["work_dir"] = str(default_work_dir(cfg, args.preset))
     validate(cfg)
     return cfg
 
@@ -538,10 +551,12 @@ def scaled_lr(cfg: dict[str, Any]) -> float:
     return float(o["base_lr"]) * o["batch_size"] / o["base_batch_size"]
 
 
-def default_work_dir(cfg: dict[str, Any]) -> Path:
+def default_work_dir(cfg: dict[str, Any], preset: str | None = None) -> Path:
     parts = [cfg["dataset"]]
     if cfg["data"]["split"]:
         parts.append(str(cfg["data"]["split"]))
+    if preset:
+        parts.append(str(preset))
     parts += [cfg["model"]["arch"], cfg["data"]["stream"]]
     return Path("work_dirs") / "_".join(parts)
 

@@ -111,6 +111,7 @@ _RAW_MARKERS = (
     # (how to recognise raw data in a folder, registry dataset it belongs to)
     (lambda d: any(d.glob("*.skeleton")), "ntu60"),
     (lambda d: (d / "all_sqe").is_dir(), "ucla"),
+    (lambda d: any(d.glob("a[0-9][0-9]_s[0-9][0-9]_e[0-9][0-9]_v[0-9][0-9].json")), "ucla"),  # all_sqe itself
     (lambda d: (d / "kinetics_train").is_dir() or (d / "kinetics_val").is_dir()
      or any(d.glob("*_label.json")), "kinetics"),
     (lambda d: any(d.glob("*.pkl")) and not any(d.glob("*_label.pkl")), "custom"),
@@ -157,6 +158,10 @@ def diagnose_missing(cfg: dict[str, Any], d: Path) -> str | None:
         for looks, raw_ds in _RAW_MARKERS:
             if looks(target):
                 raw_ds = "ntu120" if raw_ds == "ntu60" and ds == "ntu120" else raw_ds
+                if target.resolve().name in ("all_sqe", "kinetics_train", "kinetics_val"):
+                    # The clips' own folder: prepare reads its parent, and the parent is the raw data
+                    # that --out must stay out of.
+                    target = target.resolve().parent
                 raw_info = DATASETS[raw_ds]
                 bench = (split if split in raw_info.benchmarks else raw_info.default_benchmark)
                 out = _outside(target, Path("data") / raw_ds / bench if bench else Path("data") / raw_ds)
@@ -186,6 +191,11 @@ def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
     hint = diagnose_missing(cfg, d)
     if hint is not None:
         raise MissingDataError(f"prepared data not found in {d}: {hint}")
+    from amanet_fast.data import prepare_command as data_prepare_command
+
+    out = d
+    if d.is_dir() and any(d.iterdir()):  # files we do not recognise: maybe raw data, never prepare into it
+        out = _outside(d, Path("data") / kind)
     split_note = ""
     if info.benchmarks and not cfg["data"]["split"]:
         split_note = (f"\n({info.title} has several benchmarks: pass --split {'|'.join(info.benchmarks)}; "
@@ -194,7 +204,7 @@ def ensure_data(cfg: dict[str, Any], is_main: bool) -> Path:
         f"prepared {kind} data not found in {d.resolve()} (expected manifest.json, train/val _data_joint.npy "
         f"and _label.pkl).\n"
         f"Prepare it once from the {info.raw} with:\n"
-        f"  {prepare_command(cfg)}\n"
+        f"  {data_prepare_command(kind, out, cfg['data']['split'])}\n"
         f"then run again, or pass --data-root DIR pointing at prepared data.{split_note}"
     )
 

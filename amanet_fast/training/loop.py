@@ -164,6 +164,11 @@ class Run:
         self.writer: ScalarWriter | None = None
         self.best_top1, self.best_epoch = -1.0, 0
         self.start_time = time.time()
+        self.elapsed_before = 0.0  # training time of earlier runs of this work dir (from latest.pt)
+
+    def elapsed(self) -> float:
+        """Seconds spent on this run across resumes: results.json reports the whole run, not the last leg."""
+        return self.elapsed_before + time.time() - self.start_time
 
     # -- setup
     def open_work_dir(self, mode: str) -> None:
@@ -343,7 +348,7 @@ class Run:
             "num_val_samples": report["num_samples"],
             "device": str(self.ctx.device), "precision": self.precision.name, "compile": self.compile,
             "kernel_backend": self.kernel_backend, "world_size": self.ctx.world_size,
-            "elapsed_s": round(time.time() - self.start_time, 2),
+            "elapsed_s": round(self.elapsed(), 2),
         }
         rec.update(extra)
         rec["per_class_acc"] = report["per_class_acc"]
@@ -438,6 +443,17 @@ class Training:
                       o["lr_gamma"], o["warmup_epochs"], o["batch_size"], self.ctx.world_size, self.rank_batch,
                       f" ({self.accum} accumulated micro-batches of {self.fbs})" if self.accum > 1 else "")
 
+    def warn_lr_steps(self) -> None:
+        """An LR step at or past the last epoch never applies (lr_factor counts epochs from 0): say so."""
+        o, epochs = self.cfg["optim"], self.epochs
+        late = [s for s in o["lr_steps"] if s >= epochs]
+        if late:
+            self.log.warning("optim.lr_steps %s: step%s %s at or past the last epoch (%d epochs: the last is "
+                             "epoch index %d), so the learning rate %s; lower optim.lr_steps or raise --epochs",
+                             list(o["lr_steps"]), "s" if len(late) > 1 else "", ", ".join(map(str, late)), epochs,
+                             epochs - 1, "never decays" if len(late) == len(o["lr_steps"])
+                             else "decays fewer times than the recipe says")
+
     # -- phase: resume
     def resume(self) -> None:
         """Restore model, optimizer, schedule, RNG and best-so-far from latest.pt (read only: nothing is written)."""
@@ -454,6 +470,7 @@ class Training:
             raise CheckpointError(f"{latest}: optimizer state does not fit this model: {err}") from None
         self.start_epoch = int(state["epoch"])
         self.run.best_top1, self.run.best_epoch = float(state.get("best_top1", -1.0)), int(state.get("best_epoch", 0))
+        self.run.elapsed_before = float(state.get("elapsed_s", 0.0))  # absent in checkpoints older than the field
         rng = state["rng"]
         if isinstance(rng, list):  # one state per rank; a changed world size reuses rank 0's
             if len(rng) != ctx.world_size:
@@ -629,7 +646,7 @@ class Training:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": done,
                 "rng": rng_states if ctx.distributed else rng_states[0],
                 "sampler": {"seed": int(cfg["seed"]), "epoch": done, "shuffle": True},
-                "config": cfg, "best_top1": run.best_top1, "best_epoch": run.best_epoch,
+                "config": cfg, "best_top1": run.best_top1, "best_epoch": run.best_epoch, "elapsed_s": run.elapsed(),
                 "results": self.last_results,
                 **model_record(self.model, self.data.layout, self.data.class_names, self.data.manifest.get("channels"),
                                self.data.inputs),
@@ -688,6 +705,7 @@ def _train(cfg: dict, ctx: DistContext, argv: Sequence[str], resume: bool,
         run.open_work_dir("training")
         tr.log = run.log
         tr.apply_changed_settings()
+        tr.warn_lr_steps()
         tr.check_outputs()
         return _train_epochs(tr)
     except Terminated as sig:
@@ -747,7 +765,7 @@ def _train_epochs(tr: Training) -> dict[str, Any] | None:
     if ctx.is_main and results is not None:
         log.info("done: top-1 %.4f, top-5 %.4f, mean class acc %.4f after %d epochs in %.1f s -> %s",
                  results["top1"], results["top5"], results["mean_class_acc"], results["epoch"],
-                 time.time() - run.start_time, run.work_dir / "results.json")
+                 run.elapsed(), run.work_dir / "results.json")
     return results
 
 

@@ -16,10 +16,10 @@ def _writable_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture
-def ntu_copy(shared_data: Path, tmp_path: Path) -> Path:
-    return _writable_copy(shared_data / "ntu_raw", tmp_path / "ntu_raw")
+def ntu_copy(standin_data: Path, tmp_path: Path) -> Path:
+    return _writable_copy(standin_data / "ntu_raw", tmp_path / "ntu_raw")
 
 
 @pytest.fixture
-def kinetics_copy(shared_data: Path, tmp_path: Path) -> Path:
-    return _writable_copy(shared_data / "kinetics_raw", tmp_path / "kinetics_raw")
+def kinetics_copy(standin_data: Path, tmp_path: Path) -> Path:
+    return _writable_copy(standin_data / "kinetics_raw", tmp_path / "kinetics_raw")

@@ -51,7 +51,8 @@ def test_frame_count_inconsistent(ntu_copy: Path, tmp_path: Path, capsys) -> Non
     lines[0] = str(int(lines[0]) - 2)  # header promises fewer frames than the file holds
     _write(f, lines)
     msg = _fail_ntu(ntu_copy, tmp_path / "out", capsys)
-    assert str(f) in msg and "inconsistent" in msg and ":2830:" in msg
+    first_extra = 1 + int(lines[0]) * (1 + 2 + 25) + 1  # header, then per one-body frame: count, info, 25 joints
+    assert str(f) in msg and "inconsistent" in msg and f":{first_extra}:" in msg
 
 
 def test_wrong_joint_count(ntu_copy: Path, tmp_path: Path, capsys) -> None:
@@ -229,8 +230,8 @@ def _mini_ucla(shared: Path, dst: Path, names: list[str]) -> Path:
     return dst
 
 
-def test_ucla_wrong_joint_count(shared_data: Path, tmp_path: Path, capsys) -> None:
-    raw = _mini_ucla(shared_data, tmp_path / "ucla", ["a01_s01_e00_v01", "a01_s01_e00_v03"])
+def test_ucla_wrong_joint_count(standin_data: Path, tmp_path: Path, capsys) -> None:
+    raw = _mini_ucla(standin_data, tmp_path / "ucla", ["a01_s01_e00_v01", "a01_s01_e00_v03"])
     f = raw / "all_sqe" / "a01_s01_e00_v01.json"
     doc = json.loads(f.read_text())
     doc["skeletons"] = [frame[:19] for frame in doc["skeletons"]]
@@ -242,8 +243,8 @@ def test_ucla_wrong_joint_count(shared_data: Path, tmp_path: Path, capsys) -> No
     assert_nothing_complete(out)
 
 
-def test_ucla_label_out_of_range(shared_data: Path, tmp_path: Path, capsys) -> None:
-    raw = _mini_ucla(shared_data, tmp_path / "ucla", ["a01_s01_e00_v01", "a01_s01_e00_v03"])
+def test_ucla_label_out_of_range(standin_data: Path, tmp_path: Path, capsys) -> None:
+    raw = _mini_ucla(standin_data, tmp_path / "ucla", ["a01_s01_e00_v01", "a01_s01_e00_v03"])
     f = raw / "all_sqe" / "a01_s01_e00_v03.json"
     doc = json.loads(f.read_text())
     doc["label"] = 11
@@ -255,9 +256,9 @@ def test_ucla_label_out_of_range(shared_data: Path, tmp_path: Path, capsys) -> N
     assert_nothing_complete(out)
 
 
-def test_truncated_pyskl_pickle(shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_truncated_pyskl_pickle(standin_data: Path, tmp_path: Path, capsys) -> None:
     f = tmp_path / "ann.pkl"
-    f.write_bytes((shared_data / "pyskl" / "example_UCF101_skeleton.pkl").read_bytes()[:5000])
+    f.write_bytes((standin_data / "pyskl" / "example_UCF101_skeleton.pkl").read_bytes()[:5000])
     out = tmp_path / "out"
     assert run_prepare("pyskl", "--raw", f, "--out", out) == 2
     msg = capsys.readouterr().err.strip().splitlines()[-1]
@@ -265,8 +266,8 @@ def test_truncated_pyskl_pickle(shared_data: Path, tmp_path: Path, capsys) -> No
     assert_nothing_complete(out)
 
 
-def test_pyskl_nan_and_joint_count(shared_data: Path, tmp_path: Path, capsys) -> None:
-    with open(shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as fh:
+def test_pyskl_nan_and_joint_count(standin_data: Path, tmp_path: Path, capsys) -> None:
+    with open(standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as fh:
         ann = pickle.load(fh)
     nan_kp = ann["keypoint"].astype(np.float32)
     nan_kp[0, 5, 3, 1] = np.nan

@@ -83,12 +83,12 @@ BAD_LAYOUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LAYOUTS))
-def test_each_layout_file_error_is_one_clear_line(case, tmp_path, capsys, shared_data):
+def test_each_layout_file_error_is_one_clear_line(case, tmp_path, capsys, standin_data):
     doc, fld, words = BAD_LAYOUTS[case]
     f = tmp_path / "layout.json"
     f.write_text(json.dumps(doc))
     out = tmp_path / "out"
-    rc = run_prepare("pyskl", "--raw", shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "--layout", f,
+    rc = run_prepare("pyskl", "--raw", standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "--layout", f,
                      "--out", out)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
@@ -105,8 +105,8 @@ def test_layout_file_not_json_and_unknown_name(tmp_path, capsys):
     assert "built-in layout" in capsys.readouterr().err
 
 
-def test_pyskl_joint_count_mismatch_and_no_silent_tagging(shared_data, tmp_path, capsys):
-    src = shared_data / "pyskl" / "example_UCF101_skeleton.pkl"
+def test_pyskl_joint_count_mismatch_and_no_silent_tagging(standin_data, tmp_path, capsys):
+    src = standin_data / "pyskl" / "example_UCF101_skeleton.pkl"
     assert run_prepare("pyskl", "--raw", src, "--layout", "ucla20", "--out", tmp_path / "a") == 2
     assert "--layout ucla20 has 20 joints, the keypoints have 17" in capsys.readouterr().err
     # Without --layout, a 17-joint 2D pickle is pyskl's COCO-17 and the log says so.
@@ -195,8 +195,8 @@ def test_checker_layout_inconsistency(tmp_path, capsys):
     assert "its sub-folders lay, lay2 are prepared" in capsys.readouterr().err
 
 
-def test_checker_on_raw_pyskl_input(shared_data, tmp_path, capsys):
-    with open(shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
+def test_checker_on_raw_pyskl_input(standin_data, tmp_path, capsys):
+    with open(standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
         ann = pickle.load(f)
     bad = ann["keypoint"].copy()
     bad[0, 3, 2, 0] = np.inf
@@ -221,8 +221,8 @@ def test_checker_on_raw_pyskl_input(shared_data, tmp_path, capsys):
     assert "the pyskl reader refuses this input:" in capsys.readouterr().out
 
 
-def test_prepare_says_what_it_cut_and_skipped(shared_data, tmp_path, caplog):
-    with open(shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
+def test_prepare_says_what_it_cut_and_skipped(standin_data, tmp_path, caplog):
+    with open(standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
         ann = pickle.load(f)
     long = dict(ann, frame_dir="long", keypoint=np.concatenate([ann["keypoint"]] * 2, 1),
                 keypoint_score=np.concatenate([ann["keypoint_score"]] * 2, 1))

@@ -43,8 +43,8 @@ def test_two_person_files_keep_two_bodies(shared_data: Path) -> None:
         assert int((np.abs(x).sum(axis=(0, 1, 2)) > 0).sum()) == persons, name
 
 
-def test_crlf_and_lf_parse_alike(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "ntu_raw" / f"{REF}.skeleton"
+def test_crlf_and_lf_parse_alike(standin_data: Path, tmp_path: Path) -> None:
+    src = standin_data / "ntu_raw" / f"{REF}.skeleton"
     raw = src.read_bytes()
     assert b"\r\n" in raw
     lf = tmp_path / f"{REF}.skeleton"
@@ -93,9 +93,9 @@ def test_pre_normalization_invariants_on_all_samples(shared_data: Path) -> None:
         assert (np.abs(body).sum(axis=(0, 2)) > 0).all(), f.name
 
 
-def test_mismatched_field_counts_are_caught(tmp_path: Path, shared_data: Path) -> None:
+def test_mismatched_field_counts_are_caught(tmp_path: Path, standin_data: Path) -> None:
     """11 + 13 values on two joint lines must not pass as 25 x 12."""
-    lines = (shared_data / "ntu_raw" / f"{REF}.skeleton").read_text().splitlines()
+    lines = (standin_data / "ntu_raw" / f"{REF}.skeleton").read_text().splitlines()
     a, b = lines[4].split(), lines[5].split()
     lines[4], lines[5] = " ".join(a[:11]), " ".join(b + a[11:])
     bad = tmp_path / f"{REF}.skeleton"

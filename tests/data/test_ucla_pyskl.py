@@ -31,8 +31,8 @@ def test_nw_ucla_standard_split(shared_data: Path, tmp_path: Path) -> None:
     assert not val[i, :, len(raw):].any() and not val[i, ..., 1].any()
 
 
-def test_pyskl_single_annotation(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "pyskl" / "example_UCF101_skeleton.pkl"
+def test_pyskl_single_annotation(standin_data: Path, tmp_path: Path) -> None:
+    src = standin_data / "pyskl" / "example_UCF101_skeleton.pkl"
     out = tmp_path / "pyskl"
     assert run_prepare("pyskl", "--raw", src, "--out", out) == 0
     m = manifest(out)
@@ -48,8 +48,8 @@ def test_pyskl_single_annotation(shared_data: Path, tmp_path: Path) -> None:
     assert not data[0, :, 163:].any()
 
 
-def test_pyskl_with_split_names(shared_data: Path, tmp_path: Path) -> None:
-    with open(shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
+def test_pyskl_with_split_names(standin_data: Path, tmp_path: Path) -> None:
+    with open(standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
         ann = pickle.load(f)
     other = dict(ann, frame_dir="clip_b", label=3)
     bundle = tmp_path / "bundle.pkl"

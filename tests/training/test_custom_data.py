@@ -36,11 +36,11 @@ def _shuffled_ucla_layout(order: np.ndarray, parts: bool = True) -> dict:
 
 
 @pytest.fixture(scope="module")
-def custom20(shared_data: Path, tmp_path_factory) -> dict:
+def custom20(standin_data: Path, tmp_path_factory) -> dict:
     """A pyskl pickle of real NW-UCLA clips in a joint order that is not Kinect v1's, plus its layout file."""
     tmp = tmp_path_factory.mktemp("custom20")
     order = np.random.default_rng(0).permutation(20)
-    files = sorted((shared_data / "nw_ucla" / "all_sqe").glob("*.json"))
+    files = sorted((standin_data / "nw_ucla" / "all_sqe").glob("*.json"))
     anns, split, per = [], {"train": [], "val": []}, {}
     for f in files:
         doc = json.loads(f.read_text())
@@ -117,10 +117,10 @@ def test_layout_without_parts_stops_with_the_fix(custom20, tmp_path, capsys, cap
 
 
 @pytest.fixture(scope="module")
-def coco_prepared(shared_data: Path, tmp_path_factory) -> Path:
+def coco_prepared(standin_data: Path, tmp_path_factory) -> Path:
     """The shipped pyskl sample (COCO-17, 2D + scores) as a small train/val pickle, prepared without --layout."""
     tmp = tmp_path_factory.mktemp("coco")
-    with open(shared_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
+    with open(standin_data / "pyskl" / "example_UCF101_skeleton.pkl", "rb") as f:
         ann = pickle.load(f)
     anns, split = [], {"train": [], "val": []}
     for i in range(8):
@@ -151,14 +151,14 @@ def test_model_override_contradicting_the_data_is_refused(coco_prepared, tmp_pat
     assert rc == 2 and "model.args.layout='ntu25' contradicts the prepared data" in err and "'coco17'" in err
 
 
-def test_data_root_mistakes_print_the_fixing_command(shared_data, coco_prepared, tmp_path, capsys):
-    raw = shared_data / "nw_ucla"
+def test_data_root_mistakes_print_the_fixing_command(standin_data, coco_prepared, tmp_path, capsys):
+    raw = standin_data / "nw_ucla"
     rc, err = run_cli(["--data-root", str(raw)], capsys)  # raw data given as the data root
     assert rc == 2 and "holds raw NW-UCLA" in err
     assert f"python -m amanet_fast.data.prepare ucla --raw {raw} --out data/ucla" in err
-    rc, err = run_cli(["--dataset", "ntu60", "--data-root", str(shared_data / "ntu_raw")], capsys)
-    assert rc == 2 and f"prepare ntu60 --split xsub --raw {shared_data / 'ntu_raw'} --out data/ntu60/xsub" in err
-    rc, err = run_cli(["--data-root", str(shared_data / "pyskl" / "example_UCF101_skeleton.pkl")], capsys)
+    rc, err = run_cli(["--dataset", "ntu60", "--data-root", str(standin_data / "ntu_raw")], capsys)
+    assert rc == 2 and f"prepare ntu60 --split xsub --raw {standin_data / 'ntu_raw'} --out data/ntu60/xsub" in err
+    rc, err = run_cli(["--data-root", str(standin_data / "pyskl" / "example_UCF101_skeleton.pkl")], capsys)
     assert rc == 2 and "is a raw pyskl pickle" in err and "--layout LAYOUT.json --out data/custom" in err
     # A prepared folder given together with --split (the split folder as root).
     rc, err = run_cli(["--dataset", "ntu60", "--data-root", str(coco_prepared), "--split", "xsub"], capsys)
@@ -170,8 +170,8 @@ def test_data_root_mistakes_print_the_fixing_command(shared_data, coco_prepared,
     assert rc == 2 and "'xsab' is not a ntu60 benchmark; use one of: xsub, xview" in err
 
 
-def test_fix_never_writes_into_the_raw_folder(shared_data, monkeypatch, capsys):
-    raw = (shared_data / "nw_ucla").resolve()  # the fix names the resolved folders
+def test_fix_never_writes_into_the_raw_folder(standin_data, monkeypatch, capsys):
+    raw = (standin_data / "nw_ucla").resolve()  # the fix names the resolved folders
     monkeypatch.chdir(raw)  # ./data/ucla would land inside the raw data
     rc, err = run_cli(["--data-root", str(raw)], capsys)
     assert rc == 2 and f"--raw {raw} --out {raw.parent / 'nw_ucla_prepared'}" in err

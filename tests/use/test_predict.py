@@ -61,10 +61,10 @@ def test_npy_sample_and_fused_streams_match_ensemble(trained, tmp_path):
     assert not np.allclose(_scores(trained.joint)[names[i]], _scores(trained.bone)[names[i]], atol=1e-4)
 
 
-def test_real_kinetics_clips_read_as_prepare_reads_them(trained, shared_data, tmp_path):
+def test_real_kinetics_clips_read_as_prepare_reads_them(trained, standin_data, tmp_path):
     from amanet_fast.data.prepare import main as prepare_main
 
-    raw = shared_data / "kinetics_raw"
+    raw = standin_data / "kinetics_raw"
     assert prepare_main(["kinetics", "--raw", str(raw), "--out", str(tmp_path / "prep"), "--no-progress"]) == 0
     prepared = np.load(tmp_path / "prep" / "val_data_joint.npy")
     with open(tmp_path / "prep" / "val_label.pkl", "rb") as fh:
@@ -83,13 +83,13 @@ def _error(capsys, argv) -> str:
     return err[-1]
 
 
-def test_bad_inputs_are_one_line_errors(trained, shared_data, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(trained, standin_data, tmp_path, capsys):
     ckpt = ["--checkpoint", str(trained.joint / "latest.pt")]
-    ntu = shared_data / "ntu_raw" / "S001C001P001R001A001.skeleton"
+    ntu = standin_data / "ntu_raw" / "S001C001P001R001A001.skeleton"
     assert "a ntu25 skeleton, but the checkpoint's model expects openpose18" in _error(capsys, [*ckpt, str(ntu)])
-    ucla = sorted((shared_data / "nw_ucla" / "all_sqe").glob("*.json"))[0]
+    ucla = sorted((standin_data / "nw_ucla" / "all_sqe").glob("*.json"))[0]
     assert "a ucla20 skeleton" in _error(capsys, [*ckpt, str(ucla)])
-    pyskl = shared_data / "pyskl" / "example_UCF101_skeleton.pkl"
+    pyskl = standin_data / "pyskl" / "example_UCF101_skeleton.pkl"
     assert "shape (3, 300, 17, 2) does not fit the model: expected (C=3, T, V=18 (openpose18)" in _error(
         capsys, [*ckpt, str(pyskl)])
 

@@ -101,3 +101,34 @@ def test_model_without_attention_is_refused(trained):
     _, x, _ = load_sample(tm, trained.raw_val()[0].name)
     with pytest.raises(PredictError, match="block 3 has no SFEM, STFEM or FF attention"):
         attention_maps(replace(tm, model=msg3d), x)
+
+
+def test_padding_and_pictures_it_cannot_draw_are_said(trained, tmp_path, capsys, caplog):
+    """A clip shorter than the model input: the padded frame is flagged; a model without STFEM/FF
+    names the pictures it leaves out and why; STFEM ticks stay short and legible at tau = 5."""
+    from amanet_fast.training.cli import main as train_main
+    from amanet_fast.visualize import stfem_ticks
+
+    caplog.set_level("WARNING")
+    tm = load_trained_model(trained.joint / "latest.pt", kernel_backend="eager")
+    _, x, _ = load_sample(tm, str(trained.raw_val()[0]))
+    short = np.zeros_like(x)
+    short[:, :8] = x[:, :8]  # 8 real frames, then zeros: the 16-frame model input is half padding
+    np.save(tmp_path / "short.npy", short)
+    rc = main(["attention", "--checkpoint", str(trained.joint / "latest.pt"), "--sample", str(tmp_path / "short.npy"),
+               "--out", str(tmp_path / "v"), "--frame", "12"])
+    assert rc == 0 and "--frame 12 is padding: the clip fills frames 0..7 of the 16-frame model input" in caplog.text
+    caplog.clear()
+    wd = tmp_path / "nostfem"
+    assert train_main(["--preset", "tiny", "data.synthetic.num_train=24", "data.synthetic.num_val=12",
+                       f"data.root={trained.data}", "--work-dir", str(wd), "train.epochs=1", "runtime.threads=1",
+                       "runtime.tensorboard=false", "model.args.stfem=false", "model.args.tfem=false"]) == 0
+    capsys.readouterr()
+    rc = main(["attention", "--checkpoint", str(wd / "latest.pt"), "--sample", trained.raw_val()[0].name,
+               "--out", str(tmp_path / "w"), "--frame", "6"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "stfem" not in out and "sfem_layer3_frame6.png" in out
+    assert "not drawn: stfem_layer3_frame6_tau*.png: block 3 of this amanet model has no STFEM" in caplog.text
+    assert "not drawn: ff_layer3.png: block 3 of this amanet model has no TFEM" in caplog.text
+    labels, fontsize = stfem_ticks(5, 25)
+    assert len(labels) == 125 and max(map(len, labels)) <= 2 and fontsize >= 5
