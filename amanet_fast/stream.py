@@ -158,17 +158,14 @@ class Stream:
         if x.shape[2] > self.persons:
             raise FrameError(f"{x.shape[2]} persons, the checkpoint takes at most {self.persons}; send the "
                              f"{self.persons} to recognise", where)
-        if x.shape[2] == 0:
-            raise FrameError("no person in the frame; send frames with a detected skeleton", where)
         if not np.isfinite(x).all():
             raise FrameError("non-finite (NaN/inf) value; send finite coordinates (drop frames without a pose)",
                              where)
         if (np.abs(x) > COORD_LIMIT).any():
             raise FrameError(f"a coordinate beyond {COORD_LIMIT:g} (corrupt?); send the prepared coordinates",
                              where)
-        for m in range(x.shape[2]):
-            if not x[:, :, m].any():
-                raise FrameError(f"person {m} is all zeros (a missing person); leave absent persons out", where)
+        if not x.any():
+            raise FrameError("no person in the frame (all zeros); send frames with a detected skeleton", where)
         return np.asarray(x, np.float32), t
 
     def _joints(self, frame: dict, where: str) -> np.ndarray:
@@ -207,6 +204,10 @@ class Stream:
         elif width != self.channels:
             extra = f", or {self.channels - 1} plus 'scores'" if self.has_score else ""
             raise FrameError(f"{width} values per joint; the checkpoint takes {self.channels}{extra}", where)
+        for m in range(arr.shape[0]):
+            # Listed persons are detections; an all-zero one would read as absent in prepared data.
+            if not arr[m].any():
+                raise FrameError(f"person {m} is all zeros (a missing person); leave absent persons out", where)
         return arr.astype(np.float64).transpose(2, 1, 0)  # (M, V, C) -> (C, V, M)
 
     @staticmethod
@@ -231,8 +232,8 @@ class Stream:
                 raise FrameError(f"timestamp {t:g} is not after the previous frame's {self.last_t:g}; "
                                  "send frames in time order", where)
             if self.max_gap is not None and t - self.last_t > self.max_gap:
-                log.warning("warning: %s: %.3g s since the previous frame (more than --max-gap %g s): the "
-                            "window restarts at this frame", where, t - self.last_t, self.max_gap)
+                print(f"warning: {where}: {t - self.last_t:.3g} s since the previous frame (more than --max-gap "
+                      f"{self.max_gap:g} s): the window restarts at this frame", file=sys.stderr, flush=True)
                 self.reset()
         if t is not None:
             self.last_t = t
@@ -460,6 +461,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, int]:
                     device=args.device, precision=args.precision, max_gap=args.max_gap)
     log.info("stream: window %d frames, an update every %d, %s, %d checkpoint(s)", stream.window, stream.every,
              stream.precision, len(stream.predictor.models))
+    opened: int | None = None
     if args.replay is not None:
         source: Iterator[Any] = replay_frames(stream, args.replay, args.fps)
         name = str(args.replay)
@@ -469,6 +471,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, int]:
         except OSError as err:
             raise PredictError(f"--input: cannot open {args.input}: {err.strerror}") from None
         source, name = json_frames(fd, str(args.input), args.stall), str(args.input)
+        opened = fd
     else:
         source, name = json_frames(sys.stdin.fileno(), "stdin", args.stall), "stdin"
     skipped = updates = 0
@@ -501,6 +504,9 @@ def run_stream(args: argparse.Namespace) -> dict[str, int]:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except KeyboardInterrupt:
         log.info("interrupted")
+    finally:
+        if opened is not None:
+            os.close(opened)
     return {"frames": stream.received, "skipped": skipped, "updates": updates, "source": name}
 
 
