@@ -81,7 +81,7 @@ class Stream:
                  weights: Sequence[float] | None = None, *, window: int | None = None, every: int = 1,
                  topk: int = 5, device: str | torch.device = "cpu", precision: str = "fp32",
                  max_gap: float | None = 1.0, kernel_backend: str = "auto",
-                 predictor: Predictor | None = None) -> None:
+                 predictor: Predictor | None = None, warm: bool = True) -> None:
         if predictor is None:
             predictor = Predictor(checkpoints, weights, device=device, kernel_backend=kernel_backend)
         self.predictor = predictor
@@ -122,6 +122,10 @@ class Stream:
         self.class_names = predictor.class_names
         self._ring = np.zeros((self.channels, self.window, self.joints, self.persons), np.float32)
         self.reset()
+        if warm:
+            # The first forward pays one-off costs (kernel backend choice, oneDNN primitives): seconds on
+            # a loaded CPU. Paid here, so the first live update is as fast as the rest.
+            self.probabilities([self._ring])
         self.received = 0       # frames offered, skipped ones included
         self.accepted = 0
         self.last_t: float | None = None
@@ -250,7 +254,7 @@ class Stream:
 
     def probabilities(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """(C, n, V, M) windows -> fused probabilities (N, classes): Predictor on each, at this precision."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(self.predictor.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.predictor.predict_arrays(list(clips))
 
     def predict_now(self, index: int | None = None, t: float | None = None) -> Update:
@@ -345,7 +349,7 @@ def evaluate_early(args: argparse.Namespace) -> dict[str, Any]:
         raise PredictError(f"--data-root: {root} holds no manifest.json; give a folder written by "
                            "python -m amanet_fast.data.prepare")
     stream = Stream(args.checkpoint, args.weights, window=args.window, device=args.device,
-                    precision=args.precision)
+                    precision=args.precision, warm=False)
     data = open_prepared_array(root / data_file(args.split))
     _, labels = read_label_pickle(root / label_file(args.split))
     if len(labels) != len(data):
@@ -439,7 +443,7 @@ def replay_frames(stream: Stream, path: Path, fps: float) -> Iterator[tuple[Any,
             x = s.data[:, f]
             persons = [m for m in range(x.shape[2]) if x[:, :, m].any()]
             # A replayed frame lists the persons present, as a live source would.
-            yield {"joints": x[:, :, persons].transpose(2, 1, 0).tolist(), "t": i / fps if fps else None}, \
+            yield {"joints": x[:, :, persons].transpose(2, 1, 0).tolist(), "t": round(i / fps, 6) if fps else None}, \
                 f"{s.name}:frame {f}"
 
 
@@ -526,7 +530,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=float, nargs="+", help="one fusion weight per checkpoint (default as predict)")
     p.add_argument("--window", type=int, help="frames in the causal buffer (default: the checkpoint's clip length)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: CPU autocast (default fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: autocast on the device (default fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

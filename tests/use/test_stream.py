@@ -246,3 +246,18 @@ def test_evaluate_early_needs_a_prepared_folder(trained, tmp_path, capsys):
     rc = main(["evaluate-early", "--checkpoint", str(trained.joint / "latest.pt"), "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "error: --data-root" in err and "Traceback" not in err
+
+
+def test_latency_benchmark_writes_its_results(tmp_path, capsys):
+    from benchmarks.stream_latency import main as bench
+
+    assert bench(["--models", "small", "--backends", "fp32", "--threads", "1,4096", "--updates", "3",
+                  "--warmup", "1", "--results-dir", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("stream_latency_*.json")
+    doc = json.loads(path.read_text())
+    measured, skipped = doc["cases"]
+    assert measured["measured"] and measured["updates"] == 3 and measured["window"] == 52
+    assert 0 < measured["min_ms"] <= measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
+    assert measured["meets_target"] == (measured["p99_ms"] <= 33.0)
+    assert not skipped["measured"] and "core(s)" in skipped["why"]
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temp file left
