@@ -345,7 +345,7 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
     import shutil
     import tempfile
 
-    from .prepare import _results, _worker_pool, run_plan
+    from .engine import results, run_plan, worker_pool
 
     raw, out = Path(raw), Path(out)
     benchmarks = benchmarks or BENCHMARKS[kind]
@@ -361,8 +361,8 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
                                         shape=(len(samples), 3, NUM_FRAMES, NUM_JOINTS, NUM_PERSONS))
         rows: dict[str, tuple[int, int]] = {}
         bad: dict[str, DataFormatError] = {}
-        with _worker_pool(workers, len(samples)) as pool:
-            for i, (sample, (status, result)) in enumerate(zip(samples, _results(first, samples, pool, workers))):
+        with worker_pool(workers, len(samples)) as pool:
+            for i, (sample, (status, result)) in enumerate(zip(samples, results(first, samples, pool, workers))):
                 if status == "ok":
                     arr[i] = result.data
                     rows[sample.name] = (i, result.dropped_frames)

@@ -3,7 +3,7 @@
 A reader turns its raw layout into a `DatasetPlan`: per split the ordered
 samples (name, label, where to read them) plus a picklable `load` function
 that turns one sample into a `(C, 300, V, 2)` float32 array. The driver
-(`prepare.run_plan`) owns streaming, workers, progress, `--skip-bad` and the
+(`engine.run_plan`) owns streaming, workers, progress, `--skip-bad` and the
 atomic write, so each reader only knows its own file format.
 """
 from __future__ import annotations

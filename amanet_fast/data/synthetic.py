@@ -247,7 +247,7 @@ def prepare_synthetic(out_dir: str | Path, seed: int = 0, num_train: int = DEFAU
     """Generate the raw JSON (into `raw_dir`, default OUT/raw) and prepare it with the Kinetics reader."""
     from .kinetics import plan_kinetics
     from .plan import Problems
-    from .prepare import run_plan
+    from .engine import run_plan
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

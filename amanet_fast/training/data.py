@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..data.prepare import cpu_cores
+from ..data.engine import cpu_cores
 from ..graphs import SkeletonLayout
 from ..registry import DATASETS, get_dataset
 
