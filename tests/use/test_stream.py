@@ -171,14 +171,24 @@ def test_timestamps_going_back_are_skipped_and_a_gap_restarts_the_window(trained
     assert [u["t"] for u in updates] == [0.0, 0.033, 0.066, 5.0, 5.033]
 
 
-def test_a_stalled_input_warns_once_and_the_stream_goes_on(trained, capsys):
+def test_a_stalled_input_warns_once_and_the_stream_goes_on(trained, capsys, monkeypatch):
     x = _good(trained)
     r, w = os.pipe()
+    first = threading.Event()
+    push = Stream.push
+
+    def push_and_tell(self, *a, **k):
+        first.set()
+        return push(self, *a, **k)
+
+    # The stall must start once the stream reads: model loading takes seconds on a loaded core.
+    monkeypatch.setattr(Stream, "push", push_and_tell)
 
     def producer():
         with os.fdopen(w, "w") as fh:
             fh.write(json.dumps(_json_frame(x[:, 0])) + "\n")
             fh.flush()
+            first.wait(120)
             time.sleep(1.2)  # > 2 stall periods: still one warning
             fh.write(json.dumps(_json_frame(x[:, 1])) + "\n")
 
