@@ -36,6 +36,7 @@ README = REPO_ROOT / "README.md"
 SHORT = ["train.epochs=1", "train.eval_every=1", "data.clip_len=48", "data.limit_train=8", "data.limit_val=4",
          "model.args.channels=[12,12,24]", "model.args.num_gcn_scales=2", "model.args.num_g3d_scales=2",
          "optim.batch_size=4", "optim.lr_steps=[]", "data.num_workers=0"]
+PROTOCOL_PRESETS = ("standard", "cpu_standard")  # configs/ucla.yaml presets with data.resample
 QUIET = ["runtime.threads=1", "runtime.tensorboard=false", "runtime.progress=false"]
 
 # Commands not run here (matched by prefix after expansion), with why.
@@ -157,7 +158,10 @@ def _run(cmd: str, subst: dict[str, str]) -> tuple[int, str]:
         words, target = words[:k], words[k + 1]
     main, argv = _main(words)
     if words[1] == "train.py" and "tiny" not in argv:
-        argv = [*argv, *SHORT]
+        short = SHORT
+        if any(p in argv for p in PROTOCOL_PRESETS):  # whole-clip resampling sets the frames, not clip_len
+            short = [("data.resample=24" if o.startswith("data.clip_len=") else o) for o in SHORT]
+        argv = [*argv, *short]
     if words[1] == "train.py":
         argv = [*argv, *QUIET]
     out = io.StringIO()

@@ -111,6 +111,10 @@ CASES = {
     "kinetics": (_kinetics, ["data.clip_len=250", "data.pad=replay"], "replay"),
     "ntu60": (_ntu, ["data.split=null", "data.clip_len=128"], "replay"),
     "ucla": (_ucla, ["data.clip_len=64", "data.limit_val=10"], "replay"),
+    # the published NW-UCLA protocol (configs/ucla.yaml `standard`): one body, centring, a random view in
+    # training, min-max, whole clip resampled to 52 frames -- recorded and replayed by predict
+    "ucla_protocol": (_ucla, ["--preset", "standard", "data.limit_val=10", "train.epochs=1", "optim.lr_steps=[]",
+                              "optim.warmup_epochs=0", "optim.batch_size=4", "data.train_repeat=1"], "replay"),
     "pyskl": (_pyskl, ["data.clip_len=64"], "zero"),
     "custom": (_custom, ["data.clip_len=64"], "zero"),
     "synthetic": (_synthetic, ["data.clip_len=96", "data.pad=replay"], "replay"),
@@ -133,8 +137,13 @@ def test_predict_equals_eval_only(kind: str, shared_data: Path, tmp_path: Path) 
     with open(wd / "eval" / "scores_val.pkl", "rb") as fh:
         scores = pickle.load(fh)
     spec = load_checkpoint(ck)["inputs"]
-    clip_len = next(int(o.split("=")[1]) for o in overrides if o.startswith("data.clip_len="))
-    assert spec["pad"] == pad and spec["clip_len"] == clip_len
+    protocol = kind == "ucla_protocol"
+    if protocol:
+        clip_len = None
+        assert spec["protocol"]["resample"] == 52 and spec["protocol"]["persons"] == 1 and spec["clip_len"] is None
+    else:
+        clip_len = next(int(o.split("=")[1]) for o in overrides if o.startswith("data.clip_len="))
+        assert spec["pad"] == pad and spec["clip_len"] == clip_len
 
     predictor = Predictor(ck, batch_size=4)
     if "pyskl" in files:
@@ -147,14 +156,17 @@ def test_predict_equals_eval_only(kind: str, shared_data: Path, tmp_path: Path) 
         np.testing.assert_allclose(preds[name].probabilities, ref, rtol=1e-4, atol=1e-8, err_msg=name)
 
     # visualize draws a prepared sample through the same input path as the dataset's evaluation
-    ds = SkeletonDataset(out, "val", stream=spec["stream"], clip_len=clip_len, pad=spec["pad"])
+    from amanet_fast.data.protocol import ClipProtocol
+
+    ds = SkeletonDataset(out, "val", stream=spec["stream"], clip_len=clip_len, pad=spec["pad"],
+                         protocol=ClipProtocol.from_dict(spec["protocol"]))
     tm = predictor.models[0]
     for i in range(min(3, len(ds))):
         _, x, _ = load_sample(tm, ds.sample_names[i])
         np.testing.assert_array_equal(model_input(x, tm), ds[i][0].numpy())
 
-    if kind == "ntu60":
-        return  # prepare already replays NTU clips to 300 frames; clip_len cuts the centre window
+    if kind == "ntu60" or protocol:
+        return  # ntu: prepare already replays NTU clips to 300 frames; protocol: no clip_len to pad to replays NTU clips to 300 frames; clip_len cuts the centre window
     # The padding mattered: at least one val clip is shorter than the clip length.
     lengths = [np.subtract(*valid_range(np.asarray(ds.data[i]))[::-1]) for i in range(len(ds))]
     assert min(lengths) < clip_len
