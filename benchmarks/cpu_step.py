@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--versus", choices=VERSUS, default="fp32",
                    help="the other side: fp32 = plain fp32 eager NCHW (default); no-stfem = the defaults "
                         "with AMANet's STFEM switched off (what STFEM costs per step)")
+    p.add_argument("--window-reference", action="store_true",
+                   help="both sides train STFEM's window attention through autograd of the eager reference "
+                        "(the CPU path before kernels/window_cpu.py), for before/after comparisons")
     p.add_argument("--persons", type=_positive, default=None,
                    help="bodies per clip (default: the model's, 2; NW-UCLA's protocol uses 1)")
     p.add_argument("--scales", type=_scales, default=None,
@@ -149,6 +152,10 @@ def _worker(args: argparse.Namespace) -> None:
 
     defaults = args.worker in ("defaults", "no_stfem")
     runtime = hardware.apply_cpu_defaults(args.threads)
+    if args.window_reference:
+        import kernels.api
+
+        kernels.api.TRAIN_WINDOW_BY_OFFSETS = False
     device = torch.device("cpu")
     dtype = resolve_precision("auto" if defaults else "off", device).dtype
     torch.manual_seed(0)
@@ -259,7 +266,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "arch": args.arch, "dataset": args.dataset, "batch": args.batch, "frames": args.frames,
         "channels": list(args.channels), "rounds": args.rounds, "steps_per_round": args.steps,
-        "compile": args.compile, "versus": other,
+        "compile": args.compile, "versus": other, "window_reference": args.window_reference,
         "sides": result,
         "ratio_of_medians": result["defaults"]["samples_per_s_median"] / result[other]["samples_per_s_median"],
         "paired_ratio_median": statistics.median(paired), "paired_ratio_min": min(paired),

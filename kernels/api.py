@@ -13,6 +13,10 @@ from ._checks import announce, check_bias, check_positive_int, check_qkv, choose
 from .reference import frame_group_attention_reference, window_attention_reference
 from .window_cpu import WindowAttentionCPU
 
+# The eager backend trains windows > 1 by frame offset (kernels/window_cpu.py); False trains through
+# autograd of the reference instead (the path before it; benchmarks.cpu_step --window-reference).
+TRAIN_WINDOW_BY_OFFSETS = True
+
 
 def window_attention(
     q: torch.Tensor,
@@ -43,8 +47,9 @@ def window_attention(
     if backend == "eager":
         if not torch.compiler.is_compiling():
             announce(op, "eager", q.device.type)
-            if size > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
-                # Training: the offset formulation, 2.5x faster than autograd through the reference
+            if (TRAIN_WINDOW_BY_OFFSETS and size > 1 and torch.is_grad_enabled()
+                    and any(t.requires_grad for t in (q, k, v, bias))):
+                # Training: the offset formulation, about 2x faster than autograd through the reference
                 # (docs/kernels.md); inference and export keep the reference itself.
                 return WindowAttentionCPU.apply(q, k, v, bias, size, scale)
         return window_attention_reference(q, k, v, bias, size, scale)
