@@ -84,7 +84,9 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m benchmarks.cpu_step", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=("amanet", "msg3d"), default="amanet")
+    from amanet_fast.model.build import ARCHS
+
+    p.add_argument("--arch", choices=ARCHS, default="amanet")
     p.add_argument("--dataset", choices=("ntu60", "ntu120", "kinetics", "ucla", "synthetic"), default="ntu60",
                    help="model config (classes, graph, scales); default ntu60")
     p.add_argument("--batch", type=_positive, default=4, help="clips per step (2 persons each)")

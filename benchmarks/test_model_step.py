@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from amanet_fast import build_model
 
-ARCHS = ("msg3d", "amanet")
+from amanet_fast.model.build import ARCHS  # noqa: E402
 CPU_SHAPE = dict(batch=4, frames=16, channels=(12, 24, 48))  # small: seconds per round on a laptop core
 CUDA_SHAPE = dict(batch=16, frames=300, channels=(96, 192, 384))  # paper: batch 32 over 2 GPUs, T=300
 

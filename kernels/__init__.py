@@ -6,6 +6,7 @@
 backend: "auto" (Triton on CUDA tensors, eager elsewhere), "triton", "eager".
 Modules: docs/kernels.md ("Package layout"); maths: docs/design.md §2.
 """
+from ._checks import BACKENDS, resolve_backend
 from .api import frame_group_attention, window_attention
 
-__all__ = ["window_attention", "frame_group_attention"]
+__all__ = ["window_attention", "frame_group_attention", "BACKENDS", "resolve_backend"]

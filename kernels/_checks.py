@@ -71,14 +71,19 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def resolve_backend(backend: str, device_type: str) -> str:
+    """The one definition of 'auto': Triton on CUDA, eager elsewhere; other names unchanged."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return ("triton" if device_type == "cuda" else "eager") if backend == "auto" else backend
+
+
 def choose_backend(op: str, backend: str, q: torch.Tensor) -> str:
-    """'auto' means Triton on CUDA tensors and eager elsewhere. Pure (no logging):
+    """`resolve_backend` for q's device, checked against what q allows. Pure (no logging):
     it runs inside torch.compile's trace; whoever RUNS a backend calls announce()."""
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
-    chosen = backend
-    if backend == "auto":
-        chosen = "triton" if q.is_cuda else "eager"
+    chosen = resolve_backend(backend, q.device.type)
     if chosen == "triton":
         if not (q.is_cuda or triton_interpreter_on()):
             raise RuntimeError(

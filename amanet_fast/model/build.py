@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import kernels
 import torch.nn as nn
 
 from ..graphs import SkeletonLayout, get_layout
@@ -31,7 +32,7 @@ __all__ = ["ARCHS", "DATASETS", "ModelConfig", "resolve_config", "build_model", 
            "config_from_dict", "model_from_dict"]
 
 ARCHS = ("msg3d", "amanet")
-KERNEL_BACKENDS = ("auto", "eager", "triton")
+KERNEL_BACKENDS = kernels.BACKENDS  # defined by the kernels package, with the meaning of "auto"
 ORDERS = ("sfem_tfem", "tfem_sfem")
 
 DATASETS: tuple[str, ...] = tuple(_REGISTRY)

@@ -22,8 +22,8 @@ from ..registry import DATASETS as _REGISTRY
 from ..argparse_util import ArgumentParser
 
 DATASETS = tuple(_REGISTRY)  # recipe names (configs/<recipe>); the data itself is described by its manifest
-STREAMS = ("joint", "bone", "joint_fused", "bone_fused")
-ARCHS = ("amanet", "msg3d")
+from ..streams import STREAMS  # noqa: E402  the one definition of each word, imported
+from ..model.build import ARCHS, KERNEL_BACKENDS  # noqa: E402
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 # The complete set of keys. A value of None means "no default / decided at
@@ -389,7 +389,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    "fp16 (CUDA), off (exact fp32)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, help="seed of weights, data order and augmentation")
-    p.add_argument("--kernel-backend", dest="kernel_backend", choices=("auto", "triton", "eager"),
+    p.add_argument("--kernel-backend", dest="kernel_backend", choices=KERNEL_BACKENDS,
                    help="attention kernels: auto (Triton on CUDA, eager otherwise), triton, eager")
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="disable torch.compile")

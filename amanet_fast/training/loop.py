@@ -86,10 +86,10 @@ def resolve_compile(flag: Any, device: torch.device) -> bool:
 
 
 def resolved_kernel_backend(requested: str, device: torch.device) -> str:
-    """What `backend="auto"` means for the kernels (docs/design.md §2): Triton on CUDA tensors, eager otherwise."""
-    if requested != "auto":
-        return requested
-    return "triton" if device.type == "cuda" else "eager"
+    """What `backend="auto"` means for the kernels on `device` (kernels.resolve_backend)."""
+    import kernels
+
+    return kernels.resolve_backend(requested, device.type)
 
 
 def default_model_factory(cfg: dict, data: DataBundle) -> nn.Module:
