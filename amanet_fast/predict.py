@@ -199,9 +199,10 @@ def _read_clip_array(path: Path, layout: SkeletonLayout | None) -> list[RawSampl
 
 def _npy_ndim(path: Path) -> int | None:
     try:
-        return len(np.load(path, mmap_mode="r", allow_pickle=False).shape)
-    except (ValueError, OSError):
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
         return None  # _read_npy reports the unreadable file
+    return len(x.shape) if isinstance(x, np.ndarray) else None  # an .npz archive: _read_npy says so
 
 
 def read_raw_file(path: str | Path, layout: SkeletonLayout | None = None) -> list[RawSample]:

@@ -125,7 +125,8 @@ class Stream:
         if warm:
             # The first forward pays one-off costs (kernel backend choice, oneDNN primitives): seconds on
             # a loaded CPU. Paid here, so the first live update is as fast as the rest.
-            self.probabilities([self._ring])
+            # A non-zero clip: an all-zero one is refused as "no skeleton" by the input checks.
+            self.probabilities([np.ones_like(self._ring)])
         self.received = 0       # frames offered, skipped ones included
         self.accepted = 0
         self.last_t: float | None = None

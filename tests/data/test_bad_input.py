@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import amanet_fast.data.prepare as prepare_mod
+import amanet_fast.data.engine as engine_mod
 from amanet_fast.data import DataFormatError
 
 from .helpers import assert_nothing_complete, load_prepared, manifest, run_prepare
@@ -122,7 +122,7 @@ def test_failed_rerun_keeps_previous_dataset(ntu_copy: Path, tmp_path: Path, cap
 
 def test_interrupted_run_leaves_nothing(ntu_copy: Path, tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
-    real = prepare_mod._load_guarded
+    real = engine_mod._load_guarded
 
     def flaky(load, sample):
         calls["n"] += 1
@@ -130,7 +130,7 @@ def test_interrupted_run_leaves_nothing(ntu_copy: Path, tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real(load, sample)
 
-    monkeypatch.setattr(prepare_mod, "_load_guarded", flaky)
+    monkeypatch.setattr(engine_mod, "_load_guarded", flaky)
     out = tmp_path / "out"
     assert run_prepare("ntu60", "--split", "xsub", "--raw", ntu_copy, "--out", out) == 130
     assert_nothing_complete(out)
