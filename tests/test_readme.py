@@ -157,7 +157,8 @@ def _run(cmd: str, subst: dict[str, str]) -> tuple[int, str]:
         k = words.index(">")
         words, target = words[:k], words[k + 1]
     main, argv = _main(words)
-    if words[1] == "train.py" and "tiny" not in argv:
+    if words[1] == "train.py" and "tiny" not in argv and "--eval-only" not in argv:
+        # (--eval-only rebuilds the checkpoint's own model and data steps: nothing to shorten)
         short = SHORT
         if any(p in argv for p in PROTOCOL_PRESETS):  # whole-clip resampling sets the frames, not clip_len
             short = [("data.resample=24" if o.startswith("data.clip_len=") else o) for o in SHORT]

@@ -69,6 +69,21 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
     return file
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m amanet_fast.pretrained`: each shipped name, what it was trained on, its scores."""
+    entries = available()
+    if not entries:
+        print("no pretrained checkpoints are shipped")
+        return 0
+    for name, e in sorted(entries.items()):
+        print(f"{name}: {e['arch']} {e['stream']} stream on {e['trained_on']}, seed {e['seed']}, "
+              f"{e['epochs']} epochs ({e['train_minutes']:.0f} min on {e['hardware']}); final-epoch "
+              f"top-1 {100 * e['top1']:.2f}%, top-5 {100 * e['top5']:.2f}%")
+        print(f"    reproduce: {e['command']}")
+        print(f"    use: python -m amanet_fast.predict --checkpoint {name} FILE ...  |  sha256 {e['sha256']}")
+    return 0
+
+
 def names_hint() -> str:
     names = sorted(available())
     return f"shipped names: {', '.join(names)}" if names else "no pretrained checkpoints are shipped"
