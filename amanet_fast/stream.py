@@ -99,11 +99,13 @@ class Stream:
             raise PredictError(f"--checkpoint: the checkpoints take different channel counts {sorted(channels)}; "
                                "fuse checkpoints trained on the same data")
         lens = [tm.clip_len for tm in models if tm.clip_len is not None]
+        # Whole-clip resampling (data.resample) takes any number of frames: its length is the default window.
+        resampled = [tm.inputs.protocol.resample for tm in models if tm.inputs.protocol.resample is not None]
         if window is None:
-            if not lens:
+            if not lens and not resampled:
                 raise PredictError("--window: the checkpoint fixes no clip length (data.clip_len is null); "
                                    "give the window in frames")
-            window = min(lens)
+            window = min(lens or resampled)
         if window < 1:
             raise PredictError(f"--window: expected an integer >= 1, got {window}")
         if lens and window > min(lens):
