@@ -103,9 +103,12 @@ def spec_from_config(cfg: dict[str, Any], layout: SkeletonLayout | str, channels
     pad = data.get("pad") or augment.default_pad(info.kind if info else "")
     chans = tuple(channels or (info.channels if info and info.channels else ("x", "y", "z")))
     clip_len = data.get("clip_len")
+    protocol = ClipProtocol.from_config(data)
+    if protocol.persons is not None:  # the model sees `persons` bodies; the prepared arrays hold every slot
+        num_person = NUM_PERSONS
     return InputSpec(layout=get_layout(layout), channels=chans, stream=data["stream"],
                      clip_len=int(clip_len) if clip_len else None, pad=pad, num_person=num_person,
-                     protocol=ClipProtocol.from_config(data))
+                     protocol=protocol)
 
 
 def _prepared_shape(x: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -111,6 +111,21 @@ def test_shipped_checkpoint_reproduces_its_readme_figure(name, shared_data, tmp_
     assert out.returncode == 0, out.stderr[-2000:]
     top1 = json.loads((work / "results.json").read_text())["top1"]
     assert abs(top1 - entry["top1"]) <= 0.003, (top1, entry["top1"])
+    # predict on the raw files, by name, gives the evaluation's scores clip by clip
+    import pickle
+
+    import numpy as np
+
+    from amanet_fast import Predictor
+
+    with open(work / "scores_val.pkl", "rb") as fh:
+        scores = pickle.load(fh)
+    names = sorted(scores)[:12]
+    preds = Predictor.from_pretrained(name, kernel_backend="eager").predict_files(
+        [shared_data / "nw_ucla" / "all_sqe" / f"{n}.json" for n in names])
+    for n, p in zip(names, preds):
+        # eval ran with the CPU default (bf16 autocast), predict in fp32: equal up to bf16 rounding
+        np.testing.assert_allclose(p.probabilities, scores[n], rtol=0, atol=3e-2, err_msg=n)
     figure = f"{100 * entry['top1']:.2f}"
     lines = (ROOT / "README.md").read_text().splitlines()
     assert any(name in line and figure in line for line in lines), f"README lacks {name}'s top-1 {figure}"
