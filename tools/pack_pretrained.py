@@ -11,19 +11,17 @@ top-5 of results.json, the summed epoch training time from log.txt and the comma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amanet_fast.atomic import write_text_atomic  # noqa: E402
-from amanet_fast.pretrained import index_file, pretrained_dir  # noqa: E402
+from amanet_fast.pretrained import index_file, pretrained_dir, sha256_file  # noqa: E402
 from amanet_fast.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 TRAINED_ON = {"ucla": "NW-UCLA (views 1+2 train, view 3 val; 1020 / 464 clips)"}
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.work_dir}/results.json is for epoch {results['epoch']}, not the final {epochs}")
     file = pretrained_dir() / f"{args.name}.pt"
     save_checkpoint(file, compact(state))
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    digest = sha256_file(file)
     command = (args.work_dir / "command.txt").read_text().strip().split("train.py", 1)[-1]
     index = json.loads(index_file().read_text()) if index_file().is_file() else {}
     index[args.name] = {

@@ -53,9 +53,7 @@ class ClipProtocol:
         values = {field: data_cfg.get(key) for key, field in PROTOCOL_KEYS.items()}
         values["rotate_deg"] = float(values["rotate_deg"] or 0.0)
         values["minmax"] = bool(values["minmax"])
-        if values["scale_range"] is not None:
-            values["scale_range"] = tuple(float(v) for v in values["scale_range"])
-        return cls(**values)
+        return cls.from_dict(values)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClipProtocol":

@@ -43,7 +43,7 @@ def is_pretrained_name(text: str | Path) -> bool:
     return str(text) in available()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -55,14 +55,14 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
     """An existing path as it is; else a shipped name's file, its sha256 checked; else the path
     unchanged (the loader then says it does not exist, naming the shipped names)."""
     path = Path(path_or_name)
-    if path.exists() or str(path_or_name) not in available():
+    entry = None if path.exists() else available().get(str(path_or_name))
+    if entry is None:
         return path
-    entry = available()[str(path_or_name)]
     file = pretrained_dir() / entry["file"]
     if not file.is_file():
         raise PretrainedError(f"pretrained {path_or_name}: {file} is missing from this installation; "
                               "reinstall the package (pip install -e .) or check out the repository again")
-    digest = _sha256(file)
+    digest = sha256_file(file)
     if digest != entry["sha256"]:
         raise PretrainedError(f"pretrained {path_or_name}: {file} has sha256 {digest[:12]}..., the index lists "
                               f"{entry['sha256'][:12]}...; the file was altered: check it out again")
