@@ -606,6 +606,8 @@ class Training:
                 self.governor.step(int(step_stats[2]))
             if run.writer is not None:
                 run.writer.scalar("train/loss_step", step_loss, epoch * steps_per_epoch + step)
+        if self.governor is not None:
+            self.governor.pause()
         self.scheduler.step()
         train_time = time.time() - t0
         stats = {"train_loss": float(tot_loss) / max(tot_n, 1), "train_top1": float(tot_correct) / max(tot_n, 1),

@@ -184,13 +184,24 @@ class ThreadGovernor:
         self._t0: float | None = None
         self._samples = 0
         self._snap: CpuSnapshot | None = None
+        self._paused: float | None = None
 
     def start(self) -> None:
-        """Open a window (each epoch: evaluation and checkpointing stay out of the rates)."""
-        self._t0, self._samples, self._snap = self.clock(), 0, self.probe.snapshot()
+        """Before an epoch's first step: opens the first window, or resumes the open one (epochs
+        shorter than a window still add up to windows)."""
+        now = self.clock()
+        if self._t0 is None:
+            self._t0, self._samples, self._snap = now, 0, self.probe.snapshot()
+        elif self._paused is not None:
+            self._t0 += now - self._paused  # evaluation and checkpointing stay out of the rate
+        self._paused = None
+
+    def pause(self) -> None:
+        """After an epoch's last step."""
+        self._paused = self.clock()
 
     def step(self, samples: int) -> None:
-        if self._t0 is None:
+        if self._t0 is None or self._paused is not None:
             return
         self._samples += samples
         now = self.clock()

@@ -186,6 +186,27 @@ def test_governor_sets_threads_and_logs(proc, caplog):
                                "2 usable cores, 0.6 busy with other processes"]
 
 
+def test_governor_windows_span_short_epochs_without_the_pauses(proc):
+    clock, seen = _Clock(), []
+    policy = T.ThreadPolicy(usable=2, threads=2)
+    observe = policy.observe
+    policy.observe = lambda now, rate, others: seen.append((rate, others)) or observe(now, rate, others)
+    gov = T.ThreadGovernor(policy, logging.getLogger("test.threads"), T.LoadProbe([0, 1], proc.root, "100"),
+                           window_s=5.0, clock=clock, set_threads=lambda n: None)
+    for epoch in range(3):  # 2 s epochs of 20 samples/s, then 30 s of evaluation each
+        gov.start()
+        for _ in range(2):
+            clock.t += 1.0
+            proc.advance(100, (0.0, 0.0), (1.0, 1.0))
+            gov.step(20)
+        gov.pause()
+        clock.t += 30.0
+        proc.advance(3000, (0.5, 0.5), (0.0, 0.0))
+        gov.step(1000)  # outside an epoch: not counted
+    assert len(seen) == 1 and seen[0][0] == pytest.approx(20.0)  # 6 s of training, 120 samples
+    assert 0.5 < seen[0][1] < 1.0  # the evaluation pauses' load still counts as load
+
+
 def test_explicit_threads_override(monkeypatch):
     monkeypatch.setattr(T, "measure_other_load", lambda *a, **k: pytest.fail("measured despite runtime.threads"))
     before = torch.get_num_threads()
