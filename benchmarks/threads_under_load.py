@@ -13,7 +13,7 @@ epochs, one validation; everything else as `python train.py`) five ways, one aft
 and prints each run's wall time, training time (sum of the epoch times in log.txt) and thread
 log lines, then the ratios c/a (the issue's target: <= 1.5), a/b (idle speed kept: ~1.0), d/b and
 e/a. Needs an otherwise idle machine; the other processes' load measured before each run is
-recorded. About 6-7 min on the idle 2-core development machine. Results go to
+recorded. About 7-8 min on the idle 2-core development machine, d (~5x slow) the most. Results go to
 benchmarks/results/threads_under_load_<time>.json. `--smoke`: the seconds-long `--preset tiny`
 instead of the demo, to check the plumbing.
 """
