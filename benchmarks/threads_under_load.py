@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.results_dir) / f"threads_under_load_{stamp}{'_smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, "-m", __spec__.name if __spec__
-                                                    else "benchmarks.threads_under_load", *(argv or sys.argv[1:])]),
-                               "demo_overrides": base if not args.smoke else SMOKE, "usable_cores": len(T.usable_cores()),
-                               "cpu_count": os.cpu_count(), "runs": results, "ratios_wall": ratios}, indent=2) + "\n")
+    command = ["python", "-m", "benchmarks.threads_under_load", *(sys.argv[1:] if argv is None else argv)]
+    record = {"command": " ".join(command), "demo_overrides": SMOKE if args.smoke else base,
+              "usable_cores": len(T.usable_cores()), "cpu_count": os.cpu_count(), "runs": results,
+              "ratios_wall": ratios}
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results: {out}")
     return 0
 
