@@ -163,6 +163,8 @@ class Stream:
         if x.ndim != 3 or x.shape[0] != self.channels or x.shape[1] != self.joints:
             raise FrameError(f"frame shape {x.shape} does not fit the checkpoint: expected (C={self.channels}, "
                              f"V={self.joints}, persons)", where)
+        if x.ndim == 3 and x.shape[2] > self.persons and not x[:, :, self.persons:].any():
+            x = x[:, :, :self.persons]  # all-zero slots are absent persons (prepared arrays have 2 for NW-UCLA)
         if x.shape[2] > self.persons:
             raise FrameError(f"{x.shape[2]} persons, the checkpoint takes at most {self.persons}; send the "
                              f"{self.persons} to recognise", where)
