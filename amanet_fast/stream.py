@@ -442,10 +442,12 @@ def replay_frames(stream: Stream, path: Path, fps: float) -> Iterator[tuple[Any,
     for s in samples:
         begin, end = valid_range(s.data)
         if path.suffix.lower() == ".skeleton":
-            # NTU samples come replay-padded to 300 frames; replay only the recorded ones.
+            # NTU samples come replay-padded to 300 frames, leading bodyless frames dropped and trailing
+            # ones filled: replay only the span the file recorded bodies in.
             from .data.ntu import read_skeleton_file
 
-            end = min(end, begin + read_skeleton_file(path, max_frames=s.data.shape[1])[0].shape[1])
+            with_body = np.flatnonzero(read_skeleton_file(path, max_frames=s.data.shape[1])[0].any(axis=(0, 2, 3)))
+            end = min(end, begin + int(with_body[-1] - with_body[0]) + 1)
         log.info("replaying %s: %d frames at %s", s.name, end - begin, f"{fps:g} fps" if fps else "full speed")
         start = time.perf_counter()
         for i, f in enumerate(range(begin, end)):

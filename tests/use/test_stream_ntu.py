@@ -38,7 +38,7 @@ def ntu(shared_data: Path, tmp_path_factory) -> tuple[Path, Path]:
     return tmp / "run" / "latest.pt", raw
 
 
-def _messy_skeleton(src: Path, dst: Path, empty: range, first_only: range) -> Path:
+def _messy_skeleton(src: Path, dst: Path, empty, first_only) -> Path:
     """A copy of a 2-body .skeleton file whose frames in `empty` list no body and in `first_only` one."""
     lines = src.read_text().splitlines()
     out, i = [lines[0]], 1
@@ -137,3 +137,19 @@ def test_replay_skips_bodyless_frames_and_keeps_person_slots(ntu, tmp_path, caps
             expected = _expected(predictor, frames, k + 1)
             assert np.allclose([p["probability"] for p in u["topk"]], np.sort(expected)[::-1][:3], atol=2e-6)
             assert [p["label"] for p in u["topk"]] == list(np.argsort(-expected, kind="stable")[:3])
+
+
+def test_replay_covers_the_frames_with_bodies_only(ntu, tmp_path, capsys):
+    """Bodyless frames at the start (dropped by prepare) and at the end (filled by its replay
+    padding) are not replayed: the stream sees the recorded action, nothing more."""
+    ck, raw = ntu
+    recorded = read_skeleton_file(raw / ONE)[0].shape[1]
+    lead, tail = range(0, 3), range(recorded - 4, recorded)
+    path = _messy_skeleton(raw / ONE, tmp_path / ONE, [*lead, *tail], range(0))
+    updates, warnings = _replay(capsys, ck, path, every=1)
+    n = recorded - len(lead) - len(tail)
+    assert not warnings and len(updates) == n
+    predictor = Predictor(ck)
+    (sample,) = predictor.read(path)
+    expected = _expected(predictor, sample.data, n)
+    assert np.allclose([p["probability"] for p in updates[-1]["topk"]], np.sort(expected)[::-1][:3], atol=2e-6)
