@@ -1,0 +1,99 @@
+"""A 2-process CPU torchrun job whose rank 1 is stopped (SIGSTOP) or killed ends with one line from
+train.py naming the rank, not a silent 30-minute wait nor a gloo traceback (issue 20)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, tiny_args
+
+TIMEOUT_S = 10  # runtime.dist_timeout_s of these jobs
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _rank_pid(agent: int, rank: int) -> int:
+    for pid in _children(agent):
+        try:
+            if f"RANK={rank}".encode() in (Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no rank {rank} under torchrun pid {agent}")
+
+
+def _job_with_rank1(synthetic_root: Path, wd: Path, sig: signal.Signals) -> tuple[subprocess.CompletedProcess, float]:
+    """Start the job, send `sig` to rank 1 once epoch 1 runs; (result, seconds from the signal to rank 0's line)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *tiny_args(synthetic_root, wd, "train.epochs=1000", f"runtime.dist_timeout_s={TIMEOUT_S}",
+                      "runtime.log_interval_s=0")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(240, proc.kill)  # a job that never ends fails the test instead of hanging it
+    guard.start()
+    try:
+        t0 = time.monotonic()
+        log = wd / "log.txt"
+        while not (log.exists() and "epoch 1/" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() - t0 < 180, proc.communicate(timeout=5)
+            time.sleep(0.2)
+        os.kill(_rank_pid(proc.pid, 1), sig)
+        t_sig = time.monotonic()
+        stderr = []
+        for line in proc.stderr:  # the survivor's line, timed when it arrives
+            stderr.append(line)
+            if line.startswith("train.py: error:"):
+                break
+        took = time.monotonic() - t_sig
+        out, rest = proc.communicate(timeout=120)  # torchrun gives a stopped rank 30 s after its SIGTERM
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(stderr) + rest), took
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _one_project_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.startswith("train.py:")]
+    assert len(lines) == 1, err[-4000:]
+    # torchrun's own summary (ChildFailedError) stays; nothing from gloo, DDP or a rank's traceback.
+    assert "gloo" not in err.lower() and "DistBackendError" not in err and "Grad strides" not in err, err[-4000:]
+    assert err.count("Traceback") == err.count("ChildFailedError:"), err[-4000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_stopped_rank_ends_the_job_within_the_timeout(synthetic_root, tmp_path):
+    res, took = _job_with_rank1(synthetic_root, tmp_path / "wd", signal.SIGSTOP)
+    line = _one_project_line(res.stderr)
+    assert res.returncode != 0
+    assert "rank 1" in line and "stopped by a signal" in line and "resume" in line, line
+    assert took < TIMEOUT_S + 15, took  # one timeout, plus the heartbeat's interval and a loaded core
+    assert line.split("error: ", 1)[1] in (tmp_path / "wd" / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_killed_rank_ends_the_job_with_one_line(synthetic_root, tmp_path):
+    res, took = _job_with_rank1(synthetic_root, tmp_path / "wd", signal.SIGKILL)
+    line = _one_project_line(res.stderr)
+    assert res.returncode != 0
+    assert "rank 1" in line and "killed or crashed" in line, line
+    assert took < 15, took
