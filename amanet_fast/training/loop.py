@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -694,8 +695,8 @@ def _peer_failures(heartbeat: Heartbeat | None, guard: SignalGuard) -> Iterator[
             line = heartbeat.explain(err)
         record_in_log_file(line)
         raise DistributedFailure(line) from None
-    except KeyboardInterrupt:
-        if heartbeat is None:
+    except KeyboardInterrupt as err:
+        if heartbeat is None or getattr(err, "signum", None) != signal.SIGTERM:  # Ctrl-C is the user's
             raise
         gone = heartbeat.dead_local_ranks()
         if not gone:

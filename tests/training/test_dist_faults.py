@@ -97,3 +97,34 @@ def test_killed_rank_ends_the_job_with_one_line(synthetic_root, tmp_path):
     assert res.returncode != 0
     assert "rank 1" in line and "killed or crashed" in line, line
     assert took < 15, took
+
+
+def test_heartbeat_names_the_silent_rank_and_not_a_finished_one():
+    """The watcher's logic on an in-memory store, without torchrun: rank 1 never beats, rank 2 beats
+    and then finishes; only rank 1 is reported, within the timeout plus one interval."""
+    import torch.distributed as dist
+
+    from amanet_fast.training.distributed import Heartbeat
+
+    store = dist.HashStore()
+    lines: list[str] = []
+    got = threading.Event()
+
+    def on_stall(line: str) -> None:
+        lines.append(line)
+        got.set()
+
+    t0 = time.monotonic()
+    watcher = Heartbeat(store, 0, 3, timeout_s=2.0, on_stall=on_stall).start()
+    Heartbeat(store, 1, 3, timeout_s=2.0)  # registered, never beats: a stopped process
+    finished = Heartbeat(store, 2, 3, timeout_s=2.0).start()
+    time.sleep(0.6)
+    finished.stop()
+    try:
+        assert got.wait(10), "no stall reported"
+        took = time.monotonic() - t0
+    finally:
+        watcher.stop()
+    assert len(lines) == 1 and "rank 1 " in lines[0] and "rank 2" not in lines[0], lines
+    assert "did not answer" not in lines[0] and "stopped responding for 2 s" in lines[0]
+    assert 2.0 <= took < 2.0 + 2 * watcher.interval + 1, took
