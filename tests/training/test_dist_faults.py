@@ -54,7 +54,8 @@ def _job_with_rank1(synthetic_root: Path, wd: Path, sig: signal.Signals) -> tupl
         while not (log.exists() and "epoch 1/" in log.read_text()):
             assert proc.poll() is None and time.monotonic() - t0 < 180, proc.communicate(timeout=5)
             time.sleep(0.2)
-        os.kill(_rank_pid(proc.pid, 1), sig)
+        rank1 = _rank_pid(proc.pid, 1)
+        os.kill(rank1, sig)
         t_sig = time.monotonic()
         stderr = []
         for line in proc.stderr:  # the survivor's line, timed when it arrives
@@ -62,7 +63,9 @@ def _job_with_rank1(synthetic_root: Path, wd: Path, sig: signal.Signals) -> tupl
             if line.startswith("train.py: error:"):
                 break
         took = time.monotonic() - t_sig
-        out, rest = proc.communicate(timeout=120)  # torchrun gives a stopped rank 30 s after its SIGTERM
+        if sig == signal.SIGSTOP:  # torchrun would give it 30 s after its SIGTERM before SIGKILL
+            os.kill(rank1, signal.SIGKILL)
+        out, rest = proc.communicate(timeout=120)
         return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(stderr) + rest), took
     finally:
         guard.cancel()
