@@ -184,8 +184,9 @@ class Heartbeat:
             except Exception as err:  # the store's host is gone: that ends the job as well
                 if self._stop.is_set():
                     return
-                self.on_stall(f"rank {self.rank} lost the job's rendezvous store ({str(err).splitlines()[0][:120]}); "
-                              "its host process (torchrun or rank 0) ended")
+                first = (str(err).splitlines() or [type(err).__name__])[0][:120]
+                self.on_stall(f"distributed: rank {self.rank} lost the job's store ({first}): its host (torchrun's "
+                              "agent, or rank 0) ended; the job ends here")
                 return
             silent = self.silent_ranks(self.timeout_s)
             if silent:
@@ -225,8 +226,8 @@ class Heartbeat:
 
     def describe(self, ranks: list[int], what: str) -> str:
         names = ", ".join(f"rank {r}{self._local_state(r)}" for r in ranks)
-        return (f"distributed: {names} {what}; the job ends here (rank {self.rank}); the last finished epoch is "
-                "in WORK_DIR/latest.pt: run the same command again to resume")
+        return (f"distributed: {names} {what}; the job ends here (seen by rank {self.rank}); run the same command "
+                "again (training resumes from WORK_DIR/latest.pt)")
 
     def explain(self, err: BaseException) -> str:
         """The one line for a collective that failed in this rank: which rank went away, if it can be told."""
