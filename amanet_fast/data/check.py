@@ -31,8 +31,8 @@ import numpy as np
 
 from ..graphs import LayoutError, SkeletonLayout, resolve_layout
 from .errors import DataFormatError
-from .io import (MANIFEST_NAME, TEMP_PREFIXES, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
-                 read_manifest, sweep_temp_dirs)
+from .io import (MANIFEST_NAME, NUM_FRAMES, PARSED_PREFIX, TEMP_PREFIXES, data_file, label_file, open_prepared_array,
+                 read_label_pickle, read_manifest, sweep_temp_dirs)
 from .manifest import ManifestError, manifest_classes, manifest_layout
 from ..argparse_util import ArgumentParser
 
@@ -230,7 +230,7 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
         report.errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         return report
     # A killed prepare's temp folders: in the folder, and NTU's parse-once folder next to its benchmarks.
-    for where, prefixes in ((d, TEMP_PREFIXES), (d.parent, (".parsed-",))):
+    for where, prefixes in ((d, TEMP_PREFIXES), (d.parent, (PARSED_PREFIX,))):
         removed, left = sweep_temp_dirs(where, prefixes)
         report.warnings += removed + left
     channels = manifest.get("channels") or [f"c{i}" for i in range(int(manifest.get("num_channels", 3)))]

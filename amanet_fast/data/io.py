@@ -52,7 +52,8 @@ NUM_FRAMES = 300
 NUM_PERSONS = 2
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
-TEMP_PREFIXES = (".tmp-", ".parsed-")  # PreparedWriter's and the NTU parse-once folders inside --out
+TMP_PREFIX, PARSED_PREFIX = ".tmp-", ".parsed-"  # PreparedWriter's folder; NTU's parse-once folder in --out
+TEMP_PREFIXES = (TMP_PREFIX, PARSED_PREFIX)
 
 
 OWNER_FILE = ".owner.lock"  # inside a temp folder: flock held by the process writing it, and who that is
@@ -297,7 +298,7 @@ class PreparedWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         report_temp_dirs(self.out_dir, log)
-        self._owned = OwnedTempDir(self.out_dir, ".tmp-")
+        self._owned = OwnedTempDir(self.out_dir, TMP_PREFIX)
         self.tmp_dir = self._owned.path
         self._files: list[str] = []
 

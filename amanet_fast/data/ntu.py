@@ -345,7 +345,7 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
     import logging
 
     from .engine import results, run_plan, worker_pool
-    from .io import OwnedTempDir, report_temp_dirs
+    from .io import PARSED_PREFIX, OwnedTempDir, report_temp_dirs
 
     log = logging.getLogger("amanet_fast.data.prepare")
 
@@ -356,8 +356,8 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
     first = plans[benchmarks[0]]
     samples = sorted((s for v in first.splits.values() for s in v), key=lambda s: s.name)
     out.mkdir(parents=True, exist_ok=True)
-    report_temp_dirs(out, log, (".parsed-",))
-    owned = OwnedTempDir(out, ".parsed-")
+    report_temp_dirs(out, log, (PARSED_PREFIX,))
+    owned = OwnedTempDir(out, PARSED_PREFIX)
     tmp = owned.path
     try:
         cache = tmp / "parsed.npy"

@@ -34,8 +34,8 @@ from .checkpoint import (CheckpointError, capture_rng_state, check_matches_data,
                          rebuild_model, restore_rng_state, save_checkpoint)
 from .data import (DataBundle, build_datasets, check_synthetic_root, describe_data, ensure_data, fit_num_workers,
                    model_kwargs)
-from .distributed import (DistContext, DistributedFailure, Heartbeat, all_reduce_sum, barrier, broadcast_object, cleanup,
-                          gather_objects, init_distributed, is_peer_failure, record_in_log_file, shard,
+from .distributed import (DistContext, DistributedFailure, Heartbeat, all_reduce_sum, barrier, broadcast_object,
+                          cleanup, gather_objects, init_distributed, is_peer_failure, record_in_log_file, shard,
                           start_heartbeat)
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
 from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv, write_sample_outputs
