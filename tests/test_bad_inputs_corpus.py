@@ -1278,6 +1278,8 @@ for _name, _key, _value in [
     ("t_lr_gamma_negative", "optim.lr_gamma", "-0.1"),
     ("t_warmup_negative", "optim.warmup_epochs", "-1"),
     ("t_device_unknown", "runtime.device", "banana"),
+    ("t_dist_timeout_one_second", "runtime.dist_timeout_s", "1"),
+    ("t_dist_timeout_nan", "runtime.dist_timeout_s", ".nan"),
     ("t_stop_after_zero", "train.stop_after_epoch", "0"),
     ("t_eval_batch_negative", "train.eval_batch_size", "-4"),
     ("t_num_workers_negative", "data.num_workers", "-1"),

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..graphs import LayoutError, SkeletonLayout, resolve_layout
 from .errors import DataFormatError
-from .io import (MANIFEST_NAME, TEMP_PREFIXES, NUM_FRAMES, data_file, label_file, open_prepared_array, read_label_pickle,
-                 read_manifest)
+from .io import (MANIFEST_NAME, NUM_FRAMES, PARSED_PREFIX, TEMP_PREFIXES, data_file, label_file, open_prepared_array,
+                 read_label_pickle, read_manifest, sweep_temp_dirs)
 from .manifest import ManifestError, manifest_classes, manifest_layout
 from ..argparse_util import ArgumentParser
 
@@ -229,9 +229,10 @@ def check_prepared(data_dir: str | Path) -> CheckReport:
     except (DataFormatError, ManifestError) as err:
         report.errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         return report
-    for left in sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
-        report.warnings.append(f"{left}: temp folder of an interrupted (or still running) preparation; "
-                               "delete it if no prepare is writing here")
+    # A killed prepare's temp folders: in the folder, and NTU's parse-once folder next to its benchmarks.
+    for where, prefixes in ((d, TEMP_PREFIXES), (d.parent, (PARSED_PREFIX,))):
+        removed, left = sweep_temp_dirs(where, prefixes)
+        report.warnings += removed + left
     channels = manifest.get("channels") or [f"c{i}" for i in range(int(manifest.get("num_channels", 3)))]
     if isinstance(manifest.get("classes"), list) and len(manifest["classes"]) != nc:
         report.warnings.append(f"{path}: classes lists {len(manifest['classes'])} names for num_classes {nc}; "

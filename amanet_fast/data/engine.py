@@ -59,15 +59,42 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _worker_init(parent: int) -> None:
+    """Ctrl-C is the parent's to handle (it ends the pool); a worker whose parent died ends too
+    instead of finishing its queue as an orphan."""
+    import os
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int, total: int):
-    """One pool for all splits; None (in-process) when it would not pay for its start-up."""
+    """One pool for all splits; None (in-process) when it would not pay for its start-up.
+
+    Every exit (done, an error, Ctrl-C, SIGTERM turned into KeyboardInterrupt by prepare's CLI)
+    terminates the workers and waits for them, so none is left running or unreaped."""
+    import os
+
     if workers <= 1 or total < 2 * workers:
         yield None
         return
     # spawn: never fork a parent that may hold torch / thread state (ensure_synthetic from train.py).
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
+    try:
         yield pool
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _check_sample(arr: np.ndarray, shape: tuple[int, ...], sample: Sample) -> None:

@@ -4,16 +4,23 @@ Everything is written into `DIR/.tmp-XXXX` first and moved into place with
 `os.replace` only when the whole run succeeded, manifest last. The manifest is
 the "this dataset is complete" marker: readers refuse a directory without it,
 so an interrupted or failed run never leaves something that looks usable.
+
+A temp folder holds an `flock`ed owner file for its writer's lifetime (the kernel
+drops the lock when the writer dies, even by kill -9): the next prepare or check
+removes the folder of a dead writer and leaves a live one's (`sweep_temp_dirs`).
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import pickle
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +52,124 @@ NUM_FRAMES = 300
 NUM_PERSONS = 2
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
-TEMP_PREFIXES = (".tmp-", ".parsed-")  # PreparedWriter's and the NTU parse-once folders inside --out
+TMP_PREFIX, PARSED_PREFIX = ".tmp-", ".parsed-"  # PreparedWriter's folder; NTU's parse-once folder in --out
+TEMP_PREFIXES = (TMP_PREFIX, PARSED_PREFIX)
+
+
+OWNER_FILE = ".owner.lock"  # inside a temp folder: flock held by the process writing it, and who that is
+
+
+class OwnedTempDir:
+    """A temp folder in `parent` that the next sweep_temp_dirs recognises as ours, and as dead once we are."""
+
+    def __init__(self, parent: Path, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        self._fd = os.open(self.path / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else can hold it
+        os.write(self._fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": time.time()}).encode())
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> tuple[list[str], list[str]]:
+    """Remove the temp folders in `parent` whose writer died; (removed, left) lines for the report.
+
+    Only folders carrying our owner file are removed; others (an older version's, a user's) are
+    named with a hint, never touched."""
+    removed: list[str] = []
+    left: list[str] = []
+    try:
+        found = sorted(p for p in Path(parent).iterdir() if p.is_dir() and not p.is_symlink()
+                       and p.name.startswith(prefixes))
+    except OSError:
+        return removed, left
+    for d in found:
+        try:
+            fd = os.open(d / OWNER_FILE, os.O_RDWR)
+        except FileNotFoundError:
+            left.append(f"{d}: temp folder without an owner record (an older prepare's, or one starting right "
+                        "now); delete it if no prepare is writing here")
+            continue
+        except OSError as err:
+            left.append(f"{d}: temp folder whose owner record cannot be opened ({err.strerror}); delete it if no "
+                        "prepare is writing here")
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                busy = err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                left.append(f"{d}: temp folder of a running preparation{_holder(fd)}; left alone" if busy else
+                            f"{d}: cannot tell whether its preparation still runs (locking: {err.strerror}); "
+                            "delete it if no prepare is writing here")
+                continue
+            holder = _holder_record(fd)
+            pid = holder.get("pid")
+            if (holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+                    and _pid_alive(pid) and _proc_start(pid) < float(holder.get("started", 0)) + 2):  # btime: whole s
+                # lock granted while its writer lives: a filesystem without flock; trust the record
+                left.append(f"{d}: temp folder of a running preparation{_holder(fd)}; left alone")
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            if d.exists():
+                left.append(f"{d}: temp folder of an interrupted preparation{_holder(fd)} could not be removed "
+                            "(permissions?); delete it")
+            else:
+                removed.append(f"{d}: removed the temp folder of an interrupted preparation{_holder(fd)}")
+        finally:
+            os.close(fd)
+    return removed, left
+
+
+def _proc_start(pid: int) -> float:
+    """When a local process started (epoch seconds): a reused pid started after the record was written."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])  # field 22: start, clock ticks after boot
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(l.split()[1]) for l in fh if l.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return float("-inf")  # unknown: take the record's word that it lives
+
+
+def _holder_record(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        rec = json.loads(os.read(fd, 4096).decode() or "{}")
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _holder(fd: int) -> str:
+    rec = _holder_record(fd)
+    if not rec:
+        return ""
+    started = rec.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    return f" (pid {rec.get('pid', '?')} on {rec.get('host', '?')}, started {when})"
+
+
+def report_temp_dirs(parent: Path, log_: logging.Logger, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> None:
+    removed, left = sweep_temp_dirs(parent, prefixes)
+    for line in removed + left:
+        log_.warning("%s", line)
 
 
 def data_file(split: str) -> str:
@@ -173,10 +297,9 @@ class PreparedWriter:
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for left in sorted(p for p in self.out_dir.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)):
-            log.warning("%s: temp folder of an interrupted (or still running) preparation; delete it if no "
-                        "prepare is writing here", left)
-        self.tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.out_dir))
+        report_temp_dirs(self.out_dir, log)
+        self._owned = OwnedTempDir(self.out_dir, TMP_PREFIX)
+        self.tmp_dir = self._owned.path
         self._files: list[str] = []
 
     def __enter__(self) -> "PreparedWriter":
@@ -186,7 +309,7 @@ class PreparedWriter:
         self.discard()
 
     def discard(self) -> None:
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._owned.remove()
 
     def open_data(self, split: str, shape: tuple[int, ...]) -> np.memmap:
         """A float32 memory-mapped .npy so a split never has to fit in RAM.

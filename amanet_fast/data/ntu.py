@@ -342,10 +342,12 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
     temporary prepared array (OUT/.parsed-XXXX, removed afterwards) and every
     benchmark's splits are copied from it by the same driver as a single one.
     """
-    import shutil
-    import tempfile
+    import logging
 
     from .engine import results, run_plan, worker_pool
+    from .io import PARSED_PREFIX, OwnedTempDir, report_temp_dirs
+
+    log = logging.getLogger("amanet_fast.data.prepare")
 
     raw, out = Path(raw), Path(out)
     benchmarks = benchmarks or BENCHMARKS[kind]
@@ -354,7 +356,9 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
     first = plans[benchmarks[0]]
     samples = sorted((s for v in first.splits.values() for s in v), key=lambda s: s.name)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".parsed-", dir=out))
+    report_temp_dirs(out, log, (PARSED_PREFIX,))
+    owned = OwnedTempDir(out, PARSED_PREFIX)
+    tmp = owned.path
     try:
         cache = tmp / "parsed.npy"
         arr = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32,
@@ -391,4 +395,4 @@ def prepare_ntu_benchmarks(raw: str | Path, kind: str, out: str | Path, *, bench
             written.append(run_plan(plan, out / b, skip_bad=skip_bad, command=command, progress=progress))
         return written
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        owned.remove()

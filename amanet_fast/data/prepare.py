@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -212,11 +214,20 @@ def make_plan(args: argparse.Namespace) -> DatasetPlan:
     return plan
 
 
+def _terminated(signum: int, frame) -> None:
+    err = KeyboardInterrupt()
+    err.signum = signum
+    raise err
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     command = "python -m amanet_fast.data.prepare " + shlex.join(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: workers ended, temp folder removed
     try:
         out = prepare(args, command=command)
     except (DataFormatError, LayoutError, FileNotFoundError, NotADirectoryError) as err:
@@ -225,9 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # --out is a file, read-only or full: name the path, no traceback
         print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print("interrupted; nothing was written to the output directory", file=sys.stderr)
-        return 130
+        return 128 + getattr(err, "signum", signal.SIGINT)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     print(out)
     return 0
 

@@ -62,6 +62,9 @@ class MultiScaleGraphConv(nn.Module):
         self.register_buffer("A_scales", stack, persistent=False)
         self.A_res = _residual_adjacency(tuple(stack.shape))
         self.mlp = conv_bn(in_channels * num_scales, out_channels)
+        # Not widening: forward reshapes the weight (_scale_minor_weight), so its gradient comes back
+        # NCHW; a channels-last copy would differ from it in the 1x1 dims' strides (DDP warns).
+        self.mlp[0].channels_last_weight = out_channels > in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn, relu = self.mlp
@@ -141,6 +144,7 @@ class G3DPathway(nn.Module):
         self.register_buffer("A_scales", stack_t, persistent=False)
         self.A_res = _residual_adjacency(tuple(stack_t.shape))
         self.mlp = conv_bn(in_channels * num_scales, self.embed_channels)
+        self.mlp[0].channels_last_weight = self.embed_channels > in_channels  # as in MultiScaleGraphConv
         self.collapse = nn.Conv3d(self.embed_channels, out_channels, kernel_size=(1, window, 1))
         self.bn = nn.BatchNorm2d(out_channels)
 

@@ -94,8 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "WORK_DIR/latest.pt and resumes on the next run", file=sys.stderr)
         return 128 + int(signum)
     except Exception as err:
+        from .distributed import DistributedFailure
         from .loop import NonFiniteLossError
 
+        if isinstance(err, DistributedFailure):  # another rank went away: its line, no gloo traceback
+            print(f"train.py: error: {err}", file=sys.stderr)
+            return EXIT_TRAINING_FAILED
         if isinstance(err, NonFiniteLossError):
             print(f"train.py: error: {err}", file=sys.stderr)
             return EXIT_TRAINING_FAILED

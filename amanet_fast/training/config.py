@@ -91,6 +91,9 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,  # tqdm bars on rank 0 when stderr is a terminal, else periodic log lines
         "log_interval_s": 30.0,  # seconds between in-epoch progress lines when there is no bar (0: every step)
         "tensorboard": True,
+        # DDP: seconds a collective waits for the other ranks, and how long a rank may stay silent
+        # (stopped, frozen, killed) before the job ends with one line naming it (docs/design.md)
+        "dist_timeout_s": 300,
     },
     "eval": {
         "save_scores": True,
@@ -532,6 +535,8 @@ def _validate_values(cfg: dict[str, Any]) -> None:
     pos_int_or_null("train.stop_after_epoch")
     pos_int_or_null("train.eval_batch_size")
     pos_int_or_null("runtime.threads", allow_zero=True)
+    need("runtime.dist_timeout_s", (_number(cfg, "runtime.dist_timeout_s") or 0) >= 5,
+         "a number of seconds >= 5 (the longest a rank may stay silent; longer than any step or checkpoint write)")
     need("data.num_workers", get_key(cfg, "data.num_workers") >= 0, "an integer >= 0")
     need("data.train_repeat", get_key(cfg, "data.train_repeat") >= 1, "an integer >= 1 (passes per epoch)")
     pos_int_or_null("data.resample")

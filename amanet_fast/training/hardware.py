@@ -152,10 +152,14 @@ def apply_cpu_defaults(threads: int | None, local_world_size: int = 1, device_ty
 
 def prepare_model(model: torch.nn.Module, device: torch.device, autocast_dtype: torch.dtype | None) -> str:
     """Channels-last 2D conv weights for bf16 on the CPU (the convs then pick oneDNN's NHWC
-    kernels); fp32 and CUDA models are left as built. Returns the memory format, for the log."""
+    kernels); fp32 and CUDA models are left as built. Returns the memory format, for the log.
+
+    A conv whose weight the model only reshapes into a matrix says `channels_last_weight = False`:
+    its gradient is NCHW, and DDP warns on every run when a parameter's strides differ from its
+    gradient's (even in the size-1 dims of a 1x1 kernel, where both layouts are the same memory)."""
     if device.type != "cpu" or autocast_dtype != torch.bfloat16:
         return "NCHW"
     for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
+        if isinstance(module, torch.nn.Conv2d) and getattr(module, "channels_last_weight", True):
             module.to(memory_format=torch.channels_last)
     return "channels-last conv weights"

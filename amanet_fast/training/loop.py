@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ from .checkpoint import (CheckpointError, capture_rng_state, check_matches_data,
                          rebuild_model, restore_rng_state, save_checkpoint)
 from .data import (DataBundle, build_datasets, check_synthetic_root, describe_data, ensure_data, fit_num_workers,
                    model_kwargs)
-from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object, cleanup, gather_objects, init_distributed, shard
+from .distributed import (DistContext, DistributedFailure, Heartbeat, all_reduce_sum, barrier, broadcast_object,
+                          cleanup, gather_objects, init_distributed, is_peer_failure, record_in_log_file, shard,
+                          start_heartbeat)
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
 from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv, write_sample_outputs
 from .progress import StepReporter
@@ -673,13 +676,43 @@ class Training:
 def train(cfg: dict, argv: Sequence[str] = (), *, resume: bool = True,
           model_factory: ModelFactory | None = None) -> dict[str, Any] | None:
     """Train (resuming from WORK_DIR/latest.pt when present) and evaluate; returns rank 0's final results."""
-    ctx = init_distributed(cfg["runtime"]["device"])
+    ctx = init_distributed(cfg["runtime"]["device"], cfg["runtime"]["dist_timeout_s"])
+    heartbeat = start_heartbeat(ctx, cfg["runtime"]["dist_timeout_s"])
     try:
-        with SignalGuard() as guard:
+        with SignalGuard() as guard, _peer_failures(heartbeat, guard):
             return _train(cfg, ctx, argv, resume, model_factory, guard)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         close_logging()
         cleanup(ctx)
+
+
+@contextlib.contextmanager
+def _peer_failures(heartbeat: Heartbeat | None, guard: SignalGuard) -> Iterator[None]:
+    """A collective that failed because another rank went away becomes one DistributedFailure line.
+
+    torchrun stops the other ranks (SIGTERM) as soon as one fails: the signals wait while the
+    culprit is looked up, so the line names the rank instead of saying "interrupted"."""
+    try:
+        yield
+    except Exception as err:
+        if heartbeat is None or not is_peer_failure(err):
+            raise
+        line = ""
+        with contextlib.suppress(Terminated), guard.critical():  # torchrun's SIGTERM: the line says why
+            line = heartbeat.explain(err)
+        record_in_log_file(line)
+        raise DistributedFailure(line) from None
+    except KeyboardInterrupt as err:
+        if heartbeat is None or getattr(err, "signum", None) != signal.SIGTERM:  # Ctrl-C is the user's
+            raise
+        gone = heartbeat.dead_local_ranks()
+        if not gone:
+            raise
+        line = heartbeat.describe(gone, "ended; torchrun stopped the others")
+        record_in_log_file(line)
+        raise DistributedFailure(line) from None
 
 
 def _work_dir(cfg: dict) -> Path:
@@ -783,9 +816,10 @@ def _train_epochs(tr: Training) -> dict[str, Any] | None:
 def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *,
                         model_factory: ModelFactory | None = None) -> dict[str, Any] | None:
     """--eval-only: score the val split with the weights of `checkpoint` (into CKPT_DIR/eval by default)."""
-    ctx = init_distributed(cfg["runtime"]["device"])
+    ctx = init_distributed(cfg["runtime"]["device"], cfg["runtime"]["dist_timeout_s"])
+    heartbeat = start_heartbeat(ctx, cfg["runtime"]["dist_timeout_s"])
     try:
-        with SignalGuard() as guard:
+        with SignalGuard() as guard, _peer_failures(heartbeat, guard):
             _configure_runtime(cfg, ctx.device)
             state = load_checkpoint(checkpoint, map_location="cpu")
             if cfg["dataset"] != "synthetic":
@@ -817,5 +851,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *
             finally:
                 run.close()
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         close_logging()
         cleanup(ctx)

@@ -60,6 +60,8 @@ def test_config_file_and_preset(tmp_path):
     ("runtime.amp=fp8", "runtime.amp"),
     ("noequals", "expected key=value"),
     ("optim.lr_steps=[40, 30]", "increasing"),
+    ("runtime.dist_timeout_s=2", "runtime.dist_timeout_s: expected a number of seconds >= 5"),
+    ("runtime.dist_timeout_s=null", "runtime.dist_timeout_s: expected a number of seconds"),
 ])
 def test_bad_overrides_name_the_key(override, match):
     with pytest.raises((ValueError, TypeError), match=match):

@@ -193,3 +193,17 @@ def test_cpu_step_bad_argument_is_one_line():
                          text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
     assert out.stderr.startswith("error: argument --channels: expected")
+
+
+@pytest.mark.parametrize("arch", ["amanet", "msg3d"])
+def test_bf16_channels_last_grads_have_their_parameters_strides(arch):
+    """DDP compares each gradient's strides with its parameter's and warned on every CPU run while a
+    reshaped 1x1 weight was channels-last and its gradient NCHW (issue 20)."""
+    torch.manual_seed(0)
+    model = build_model(arch, "ntu60", channels=(6, 12, 24), num_gcn_scales=2, num_g3d_scales=2,
+                        kernel_backend="eager")
+    hardware.prepare_model(model, torch.device("cpu"), torch.bfloat16)
+    _step(model, torch.randn(2, 3, 8, 25, 2), torch.tensor([1, 7]), torch.autocast("cpu", dtype=torch.bfloat16))
+    bad = [(n, p.stride(), p.grad.stride()) for n, p in model.named_parameters()
+           if p.grad is not None and p.grad.stride() != p.stride()]
+    assert not bad, bad[:3]
