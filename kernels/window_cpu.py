@@ -11,13 +11,24 @@ maxima and row sums (the flash-attention rescaling), so it is exact, not an appr
 Frames live on the leading axis, (T, B*H, J, D), so every offset's key/value frames are a
 contiguous slice, viewed as (frames*B*H, J, D) for `bmm` with no copy. Everything runs in
 float32 (float64 stays float64): at these J x J sizes bf16 products were not faster (measured,
-docs/kernels.md).
+docs/kernels.md). Three more measured choices (single thread, AVX-512): scores are kept in log2
+units (exp2 costs a third of exp), the products whose output width is D run on zero-padded
+columns (see _MIN_WIDTH), and the output is stored (B, T, J, H, D, τ), which STFEM's collapse
+conv reads as a free channels-last view.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 __all__ = ["window_attention_cpu", "window_attention_cpu_backward"]
+
+_LOG2E = 1.0 / math.log(2.0)
+# MKL's batched sgemm at J = 20 takes ~2.5x longer for 6 output columns than for 16, and 1.25x for
+# 12 (thread CPU time): the q/k/v/G buffers carry zero columns up to 16 and the products whose
+# output width is D use them; the products that contract over D read the first D columns only.
+_MIN_WIDTH = 16
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -28,53 +39,49 @@ def _padded_frames(T: int, window: int) -> int:
     return T + 3 * (window - 1)
 
 
-def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
-    """(B, H, T, J, D) -> (T + 3(τ-1), B*H, J, D): τ-1 zero frames before, 2(τ-1) after (query
-    frames reach T+τ-2 and their offsets τ-1 further; pairs outside any window get weight 0)."""
+def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, width: int) -> torch.Tensor:
+    """(B, H, T, J, D) -> (T + 3(τ-1), B*H, J, width): τ-1 zero frames before, 2(τ-1) after (query
+    frames reach T+τ-2 and their offsets τ-1 further; pairs outside any window get weight 0), and
+    zero columns past D."""
     B, H, T, J, D = x.shape
-    out = x.new_zeros((_padded_frames(T, window), B * H, J, D), dtype=dtype)
-    body = out[window - 1:window - 1 + T].view(T, B, H, J, D)
-    body.copy_(x.permute(2, 0, 1, 3, 4))
-    if scale != 1.0:
-        body.mul_(scale)
+    out = x.new_zeros((_padded_frames(T, window), B * H, J, width), dtype=dtype)
+    out[window - 1:window - 1 + T].view(T, B, H, J, width)[..., :D].copy_(x.permute(2, 0, 1, 3, 4))
     return out
 
 
 class _Offsets:
-    """Per-offset scores of one (q, k, v, bias): for each d the row max M_d, the unnormalized
-    probabilities E_d = exp(S_d - M_d), their row sums r_d and E_d @ v_{f+d}. The forward keeps it
-    for the backward, which then recomputes nothing."""
+    """Per-offset scores of one (q, k, v, bias), in log2 units: for each d the row max M_d, the
+    unnormalized probabilities E_d = 2^(S_d - M_d), their row sums r_d and E_d @ v_{f+d}. The forward
+    keeps it (and its own output, for the backward's δ), so the backward recomputes nothing."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
                  scale: float) -> None:
         B, H, T, J, D = q.shape
-        self.B, self.H, self.T, self.J, self.D, self.window = B, H, T, J, D, window
+        self.B, self.H, self.T, self.J, self.D, self.window, self.scale = B, H, T, J, D, window, scale
         # One compute dtype: fp32 (fp64 stays fp64). bf16 products measured 6% slower at these J x J sizes
         # (docs/kernels.md), and would round the scores.
         self.dtype = _stat_dtype(q.dtype)
+        self.width = max(D, _MIN_WIDTH)
         self.nq = T + window - 1  # query frames: anchors' slots reach frame T+τ-2 (zero frames past T)
-        self.q = _frames_first(q, window, self.dtype, scale)
-        self.k = _frames_first(k, window, self.dtype)
-        self.v = _frames_first(v, window, self.dtype)
-        self.bias = bias.to(self.dtype)
+        self.q, self.k, self.v = (_frames_first(x, window, self.dtype, self.width) for x in (q, k, v))
         self.offsets = range(-(window - 1), window)
         n, nq, BH = len(self.offsets), self.nq, B * H
         self.row_max = q.new_empty((n, nq, BH, J), dtype=self.dtype)
         self.row_sum = q.new_empty((n, nq, BH, J), dtype=self.dtype)
         self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.dtype)
-        self.mixed = q.new_empty((n, nq * BH, J, D), dtype=self.dtype)
-        queries = self.flat(self.queries())
+        self.mixed = q.new_empty((n, nq * BH, J, self.width), dtype=self.dtype)
+        self.out: torch.Tensor | None = None  # (τ, T, B*H, J, width), set by window_attention_cpu
+        # (J, J) or (H, J, J), broadcast over (query frame, B) when copied into each offset's scores.
+        bias2 = bias.to(self.dtype) * _LOG2E
+        queries = self.flat(self.queries())[..., :D]
         for i, d in enumerate(self.offsets):
             e = self.probs[i]
-            keys = self.flat(self.keys(self.k, d)).transpose(1, 2)
-            if self.bias.dim() == 2:
-                s = torch.baddbmm(self.bias, queries, keys, out=e)  # + bias in the product's own pass
-            else:
-                s = torch.bmm(queries, keys, out=e)
-                s.view(nq, B, H, J, J).add_(self.bias)
+            e.view(nq, B, H, J, J).copy_(bias2)
+            keys = self.flat(self.keys(self.k, d))[..., :D].transpose(1, 2)
+            s = e.baddbmm_(queries, keys, alpha=scale * _LOG2E)
             m = self.row_max[i].view(-1, J, 1)
             torch.amax(s, dim=-1, keepdim=True, out=m)
-            s.sub_(m).exp_()
+            s.sub_(m).exp2_()
             torch.sum(s, dim=-1, out=self.row_sum[i].view(-1, J))
             torch.bmm(e, self.flat(self.keys(self.v, d)), out=self.mixed[i])
 
@@ -90,8 +97,8 @@ class _Offsets:
         return x.reshape(-1, *x.shape[-2:])
 
     def mixed_at(self, offs: slice, slot: int) -> torch.Tensor:
-        """E_d @ v of offsets `offs` for the query frames slot..slot+T-1: (τ, T, B*H, J, D)."""
-        mixed = self.mixed.view(len(self.offsets), self.nq, self.B * self.H, self.J, self.D)
+        """E_d @ v of offsets `offs` for the query frames slot..slot+T-1: (τ, T, B*H, J, width)."""
+        mixed = self.mixed.view(len(self.offsets), self.nq, self.B * self.H, self.J, self.width)
         return mixed[offs, slot:slot + self.T]
 
     def slot_weights(self, slot: int) -> tuple[torch.Tensor, slice]:
@@ -101,24 +108,34 @@ class _Offsets:
         offs = slice(w - 1 - slot, 2 * w - 1 - slot)
         m = self.row_max[offs, slot:slot + T]
         top = m.amax(0)
-        c = (m - top).exp_()
+        c = (m - top).exp2_()
         z = (c * self.row_sum[offs, slot:slot + T]).sum(0)
         return c.div_(z), offs
 
 
 def window_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
                          scale: float, *, keep: list | None = None) -> torch.Tensor:
-    """out (B, H, T, window, J, D) in q's dtype, equal to window_attention_reference.
+    """out (B, H, T, window, J, D) in q's dtype, equal to window_attention_reference: a permuted view
+    of a (B, T, J, H, D, window) buffer, so STFEM's (N, H*D*window, T, J) collapse input is a
+    channels-last view (no copy before its channels-last conv).
     `keep`: a list that receives the per-offset state for window_attention_cpu_backward."""
     ctx = _Offsets(q, k, v, bias, window, scale)
     B, H, T, J, D = q.shape
-    out = q.new_empty((window, T, B * H, J, D), dtype=ctx.dtype)
+    out = q.new_empty((window, T, B * H, J, ctx.width), dtype=ctx.dtype)
     for slot in range(window):
         c, offs = ctx.slot_weights(slot)
-        torch.sum(c[..., None] * ctx.mixed_at(offs, slot), dim=0, out=out[slot])
+        c = c[..., None]
+        mixed = ctx.mixed_at(offs, slot)
+        # Accumulated in place: no (τ, T, B*H, J, width) product temporary.
+        acc = torch.mul(mixed[0], c[0], out=out[slot])
+        for dd in range(1, window):
+            acc.addcmul_(mixed[dd], c[dd])
+    ctx.out = out
     if keep is not None:
         keep.append(ctx)
-    return out.view(window, T, B, H, J, D).permute(2, 3, 1, 0, 4, 5).to(q.dtype)
+    result = q.new_empty((B, T, J, H, D, window))
+    result.copy_(out.view(window, T, B, H, J, ctx.width)[..., :D].permute(2, 1, 4, 3, 5, 0))
+    return result.permute(0, 3, 1, 5, 2, 4)
 
 
 def window_attention_cpu_backward(
@@ -130,39 +147,46 @@ def window_attention_cpu_backward(
 
     With P the window softmax and dO the output gradient: dS = P ⊙ (dO·vᵀ - δ), δ = rowsum(dO ⊙ O).
     Written per offset, P = c · E_d, so dS_d = E_d ⊙ (G_d·vᵀ - g_d) with G_d = Σ_slot c·dO and
-    g_d = Σ_slot c·δ gathered over the windows that hold the pair of frames.
+    g_d = Σ_slot c·δ gathered over the windows that hold the pair of frames. dS is the gradient of
+    the natural-unit scores (P does not depend on the log2 units the forward kept them in).
     """
-    ctx = state if state is not None else _Offsets(q, k, v, bias, window, scale)
+    if state is None:
+        kept: list = []
+        window_attention_cpu(q, k, v, bias, window, scale, keep=kept)
+        state = kept[0]
+    ctx = state
+    assert ctx.out is not None
     B, H, T, J, D = q.shape
-    BH, nq, w = B * H, ctx.nq, window
+    BH, nq, w, W = B * H, ctx.nq, window, ctx.width
     n = len(ctx.offsets)
-    g_out = q.new_zeros((n, nq, BH, J, D), dtype=ctx.dtype)  # G_d
+    # dO per slot, frames first, zero columns past D: one cast-and-permute copy.
+    d_o = q.new_zeros((w, T, BH, J, W), dtype=ctx.dtype)
+    d_o.view(w, T, B, H, J, W)[..., :D].copy_(dout.permute(3, 2, 0, 1, 4, 5))
+    delta = torch.mul(d_o, ctx.out).sum(-1)  # rowsum(dO ⊙ O), (τ, T, B*H, J)
+    g_out = q.new_zeros((n, nq, BH, J, W), dtype=ctx.dtype)  # G_d
     g_dot = q.new_zeros((n, nq, BH, J), dtype=ctx.dtype)  # g_d
     for slot in range(w):
         c, offs = ctx.slot_weights(slot)
-        d_o = dout[:, :, :, slot].permute(2, 0, 1, 3, 4).reshape(T, BH, J, D).to(ctx.dtype)
-        delta = (c[..., None] * ctx.mixed_at(offs, slot)).sum(0).mul_(d_o).sum(-1)  # rowsum(dO ⊙ O)
-        g_out[offs, slot:slot + T] += c[..., None] * d_o
-        g_dot[offs, slot:slot + T] += c * delta
-    dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, D), dtype=ctx.dtype) for _ in range(3))
+        g_out[offs, slot:slot + T].addcmul_(c[..., None], d_o[slot])
+        g_dot[offs, slot:slot + T].addcmul_(c, delta[slot])
+    dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, W), dtype=ctx.dtype) for _ in range(3))
     dbias = q.new_zeros((H, J, J), dtype=ctx.dtype) if compute_dbias else None
     q_rows = ctx.flat(ctx.queries())
     for i, d in enumerate(ctx.offsets):
         keys, values = ctx.flat(ctx.keys(ctx.k, d)), ctx.flat(ctx.keys(ctx.v, d))
         gd = ctx.flat(g_out[i])
-        ds = torch.bmm(gd, values.transpose(1, 2)).view(nq, BH, J, J)
+        ds = torch.bmm(gd[..., :D], values[..., :D].transpose(1, 2)).view(nq, BH, J, J)
         ds.sub_(g_dot[i][..., None]).mul_(ctx.probs[i].view(nq, BH, J, J))
         if dbias is not None:
             dbias += ds.view(nq, B, H, J, J).sum(dim=(0, 1))
         ds = ctx.flat(ds)
         # Accumulated in place (frames-first slices are contiguous): no product temporaries.
-        ctx.flat(dq[w - 1:w - 1 + nq]).baddbmm_(ds, keys)
-        ctx.flat(dk[w - 1 + d:w - 1 + d + nq]).baddbmm_(ds.transpose(1, 2), q_rows)
+        ctx.flat(dq[w - 1:w - 1 + nq]).baddbmm_(ds, keys, alpha=scale)
+        ctx.flat(dk[w - 1 + d:w - 1 + d + nq]).baddbmm_(ds.transpose(1, 2), q_rows, alpha=scale)
         ctx.flat(dv[w - 1 + d:w - 1 + d + nq]).baddbmm_(ctx.probs[i].transpose(1, 2), gd)
-    dq.mul_(scale)
 
     def unpadded(x: torch.Tensor) -> torch.Tensor:
-        return x[w - 1:w - 1 + T].view(T, B, H, J, D).permute(1, 2, 0, 3, 4).to(q.dtype)
+        return x[w - 1:w - 1 + T].view(T, B, H, J, W)[..., :D].permute(1, 2, 0, 3, 4).to(q.dtype)
 
     if dbias is not None:
         dbias = (dbias if bias.dim() == 3 else dbias.sum(0)).to(bias.dtype)
@@ -178,7 +202,7 @@ class WindowAttentionCPU(torch.autograd.Function):
         ctx.window, ctx.scale = window, scale
         kept: list = []
         out = window_attention_cpu(q, k, v, bias, window, scale, keep=kept)
-        ctx.state = kept[0]  # probabilities and per-offset statistics: the backward recomputes nothing
+        ctx.state = kept[0]  # probabilities, per-offset statistics, output: the backward recomputes nothing
         return out
 
     @staticmethod
