@@ -49,9 +49,25 @@ def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, width: int) 
     return out
 
 
+def _max_over_keys(s: torch.Tensor, out: torch.Tensor) -> None:
+    """out (R, 1, J) = s (R, n, J).amax(1), as a tree of elementwise maxima over halves of the key axis:
+    each step reads contiguous (query-minor) rows, 5x cheaper than ATen's amax over a 20-long axis
+    (either axis). Odd counts overlap the halves by one row, which a max does not mind."""
+    n = s.shape[1]
+    while n > 2:
+        k = n - n // 2
+        s = torch.maximum(s[:, :k], s[:, n - k:n])
+        n = k
+    if n == 2:
+        torch.maximum(s[:, :1], s[:, 1:2], out=out)
+    else:
+        out.copy_(s[:, :1])
+
+
 class _Offsets:
     """Per-offset scores of one (q, k, v, bias), in log2 units: for each d the row max M_d, the
-    unnormalized probabilities E_d = 2^(S_d - M_d), their row sums r_d and E_d @ v_{f+d}. The forward
+    unnormalized probabilities E_d = 2^(S_d - M_d), their row sums r_d and E_d @ v_{f+d}. E_d is stored
+    transposed, (key, query), so the reductions over keys run across contiguous query rows. The forward
     keeps it (and its own output, for the backward's δ), so the backward recomputes nothing."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, window: int,
@@ -68,17 +84,17 @@ class _Offsets:
         n, nq, BH = len(self.offsets), self.nq, B * H
         self.row_max = q.new_empty((n, nq, BH, J), dtype=self.dtype)
         self.row_sum = q.new_empty((n, nq, BH, J), dtype=self.dtype)
-        self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.dtype)
+        self.probs = q.new_empty((n, nq * BH, J, J), dtype=self.dtype)  # E_dᵀ: (key, query)
         self.mixed = q.new_empty((n, nq * BH, J, self.width), dtype=self.dtype)
         self.out: torch.Tensor | None = None  # (τ, T, B*H, J, width), set by window_attention_cpu
         # Where the query or the key frame is a zero frame (outside 0..T-1) the score is the bias alone:
         # those rows share one (H or 1, J, J) block of max, probabilities and sums, and only the rows
         # with a real key frame need E_d @ v. Products run on real-frame rows only (6-21% fewer at
         # T = 26..52, τ = 3..5).
-        bias2 = bias.to(self.dtype) * _LOG2E
-        self.const_max = bias2.amax(-1, keepdim=True)
+        bias2 = bias.to(self.dtype).transpose(-1, -2) * _LOG2E  # (key, query), like E_dᵀ
+        self.const_max = bias2.amax(-2, keepdim=True)
         self.const_probs = (bias2 - self.const_max).exp2_()
-        const_sum = self.const_probs.sum(-1)
+        const_sum = self.const_probs.sum(-2)
         queries = self.flat(self.queries())[..., :D]
         for i, d in enumerate(self.offsets):
             lo, hi = self.both_real(d)
@@ -88,20 +104,21 @@ class _Offsets:
             row_max, row_sum = self.row_max[i].view(nq, B, H, J), self.row_sum[i].view(nq, B, H, J)
             for rows in (slice(0, lo), slice(hi, nq)):
                 e[rows] = self.const_probs
-                row_max[rows] = self.const_max[..., 0]
+                row_max[rows] = self.const_max[..., 0, :]
                 row_sum[rows] = const_sum
             mixed[:klo].zero_()
             mixed[khi:].zero_()
             if hi > lo:
                 e[lo:hi] = bias2
-                keys = self.flat(self.keys(self.k, d)[lo:hi])[..., :D].transpose(1, 2)
-                s = self.flat(e[lo:hi]).baddbmm_(queries[lo * BH:hi * BH], keys, alpha=scale * _LOG2E)
-                m = self.flat(row_max[lo:hi]).view(-1, J, 1)
-                torch.amax(s, dim=-1, keepdim=True, out=m)
+                keys = self.flat(self.keys(self.k, d)[lo:hi])[..., :D]
+                s = self.flat(e[lo:hi]).baddbmm_(keys, queries[lo * BH:hi * BH].transpose(1, 2), alpha=scale * _LOG2E)
+                m = row_max[lo:hi].view(-1, 1, J)
+                _max_over_keys(s, m)
                 s.sub_(m).exp2_()
-                torch.sum(s, dim=-1, out=self.flat(row_sum[lo:hi]).view(-1, J))
+                torch.sum(s, dim=1, out=row_sum[lo:hi].view(-1, J))
             if khi > klo:
-                torch.bmm(self.flat(e[klo:khi]), self.flat(self.keys(self.v, d)[klo:khi]), out=self.flat(mixed[klo:khi]))
+                torch.bmm(self.flat(e[klo:khi]).transpose(1, 2), self.flat(self.keys(self.v, d)[klo:khi]),
+                          out=self.flat(mixed[klo:khi]))
 
     def both_real(self, d: int) -> tuple[int, int]:
         """Query frames f (a range of 0..nq-1) whose frame and key frame f+d both lie in 0..T-1."""
@@ -198,7 +215,7 @@ def window_attention_cpu_backward(
         g_out[offs, slot:slot + T].addcmul_(c[..., None], d_o[slot])
         g_dot[offs, slot:slot + T].addcmul_(c, delta[slot])
     dq, dk, dv = (q.new_zeros((_padded_frames(T, w), BH, J, W), dtype=ctx.dtype) for _ in range(3))
-    dbias = q.new_zeros((H, J, J), dtype=ctx.dtype) if compute_dbias else None
+    dbias = q.new_zeros((H, J, J), dtype=ctx.dtype) if compute_dbias else None  # transposed, like E_dᵀ
     q_rows = ctx.flat(ctx.queries())
     probs = ctx.probs.view(n, nq, BH, J, J)
     for i, d in enumerate(ctx.offsets):
@@ -208,27 +225,27 @@ def window_attention_cpu_backward(
         klo, khi = ctx.key_real(d)
         if dbias is not None and (klo > 0 or khi < nq):
             outside = (g_dot[i, :klo].sum(0) + g_dot[i, khi:].sum(0)).view(B, H, J).sum(0)
-            dbias -= ctx.const_probs * outside[..., None]
+            dbias -= ctx.const_probs * outside[:, None, :]
         if khi == klo:
             continue
         keys, values = ctx.flat(ctx.keys(ctx.k, d)[lo:hi]), ctx.flat(ctx.keys(ctx.v, d)[klo:khi])
         gd = ctx.flat(g_out[i, klo:khi])
-        ds = torch.bmm(gd[..., :D], values[..., :D].transpose(1, 2)).view(khi - klo, BH, J, J)
-        ds.sub_(g_dot[i, klo:khi, ..., None]).mul_(probs[i, klo:khi])
+        ds = torch.bmm(values[..., :D], gd[..., :D].transpose(1, 2)).view(khi - klo, BH, J, J)  # dSᵀ
+        ds.sub_(g_dot[i, klo:khi, :, None, :]).mul_(probs[i, klo:khi])
         if dbias is not None:
             dbias += ds.view(khi - klo, B, H, J, J).sum(dim=(0, 1))
-        ctx.flat(dv[w - 1 + d + klo:w - 1 + d + khi]).baddbmm_(ctx.flat(probs[i, klo:khi]).transpose(1, 2), gd)
+        ctx.flat(dv[w - 1 + d + klo:w - 1 + d + khi]).baddbmm_(ctx.flat(probs[i, klo:khi]), gd)
         if hi > lo:
             ds = ctx.flat(ds[lo - klo:hi - klo])
             # Accumulated in place (frames-first slices are contiguous): no product temporaries.
-            ctx.flat(dq[w - 1 + lo:w - 1 + hi]).baddbmm_(ds, keys, alpha=scale)
-            ctx.flat(dk[w - 1 + d + lo:w - 1 + d + hi]).baddbmm_(ds.transpose(1, 2), q_rows[lo * BH:hi * BH],
-                                                                  alpha=scale)
+            ctx.flat(dq[w - 1 + lo:w - 1 + hi]).baddbmm_(ds.transpose(1, 2), keys, alpha=scale)
+            ctx.flat(dk[w - 1 + d + lo:w - 1 + d + hi]).baddbmm_(ds, q_rows[lo * BH:hi * BH], alpha=scale)
 
     def unpadded(x: torch.Tensor) -> torch.Tensor:
         return x[w - 1:w - 1 + T].view(T, B, H, J, W)[..., :D].permute(1, 2, 0, 3, 4).to(q.dtype)
 
     if dbias is not None:
+        dbias = dbias.transpose(-1, -2)
         dbias = (dbias if bias.dim() == 3 else dbias.sum(0)).to(bias.dtype)
     return unpadded(dq), unpadded(dk), unpadded(dv), dbias
 
