@@ -39,13 +39,18 @@ def _padded_frames(T: int, window: int) -> int:
     return T + 3 * (window - 1)
 
 
-def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, width: int) -> torch.Tensor:
-    """(B, H, T, J, D) -> (T + 3(τ-1), B*H, J, width): τ-1 zero frames before, 2(τ-1) after (query
-    frames reach T+τ-2 and their offsets τ-1 further; pairs outside any window get weight 0), and
-    zero columns past D."""
+def _frames_first(x: torch.Tensor, window: int, dtype: torch.dtype, width: int, fill: float = 0.0) -> torch.Tensor:
+    """(B, H, T, J, D) -> (T + 3(τ-1), B*H, J, width), frame f at index f + τ-1, columns past D zero
+    (column D = `fill`). The padding frames (indices reached by query frames up to T+τ-2 and their
+    offsets) are left unset: the products only ever read real frames (_Offsets.both_real/key_real;
+    checked by filling them with NaN)."""
     B, H, T, J, D = x.shape
-    out = x.new_zeros((_padded_frames(T, window), B * H, J, width), dtype=dtype)
-    out[window - 1:window - 1 + T].view(T, B, H, J, width)[..., :D].copy_(x.permute(2, 0, 1, 3, 4))
+    out = x.new_empty((_padded_frames(T, window), B * H, J, width), dtype=dtype)
+    body = out[window - 1:window - 1 + T]
+    body.view(T, B, H, J, width)[..., :D].copy_(x.permute(2, 0, 1, 3, 4))
+    if width > D:
+        body[..., D:].zero_()
+        body[..., D] = fill
     return out
 
 
@@ -79,7 +84,11 @@ class _Offsets:
         self.dtype = _stat_dtype(q.dtype)
         self.width = max(D, _MIN_WIDTH)
         self.nq = T + window - 1  # query frames: anchors' slots reach frame T+τ-2 (zero frames past T)
-        self.q, self.k, self.v = (_frames_first(x, window, self.dtype, self.width) for x in (q, k, v))
+        self.q, self.k = (_frames_first(x, window, self.dtype, self.width) for x in (q, k))
+        # With a spare column, v's column D is -1 and G_d's holds g_d: the backward's G_d·vᵀ - g_d is then
+        # one product over D+1 columns (no broadcast subtraction pass); E_d @ v's column D (-r_d) is unused.
+        self.spare = self.width > D
+        self.v = _frames_first(v, window, self.dtype, self.width, fill=-1.0 if self.spare else 0.0)
         self.offsets = range(-(window - 1), window)
         n, nq, BH = len(self.offsets), self.nq, B * H
         self.row_max = q.new_empty((n, nq, BH, J), dtype=self.dtype)
@@ -214,9 +223,13 @@ def window_attention_cpu_backward(
     # dO per slot, frames first, zero columns past D: one cast-and-permute copy.
     d_o = q.new_zeros((w, T, BH, J, W), dtype=ctx.dtype)
     d_o.view(w, T, B, H, J, W)[..., :D].copy_(dout.permute(3, 2, 0, 1, 4, 5))
-    delta = torch.mul(d_o, ctx.out).sum(-1)  # rowsum(dO ⊙ O), (τ, T, B*H, J)
+    # rowsum(dO ⊙ O), (τ, T, B*H, J): the sum over the 16-wide rows as a matrix-vector product (a
+    # reduction over a short contiguous axis is several times slower in ATen). dO's column D is 0.
+    delta = q.new_empty((w, T, BH, J), dtype=ctx.dtype)
+    torch.mv(torch.mul(d_o, ctx.out).view(-1, W), d_o.new_ones(W), out=delta.view(-1))
     g_out = q.new_zeros((n, nq, BH, J, W), dtype=ctx.dtype)  # G_d
-    g_dot = q.new_zeros((n, nq, BH, J), dtype=ctx.dtype)  # g_d
+    # g_d: G_d's spare column D when there is one (see _Offsets.spare), which dO·c leaves at 0.
+    g_dot = g_out[..., D] if ctx.spare else q.new_zeros((n, nq, BH, J), dtype=ctx.dtype)
     for slot in range(w):
         c, offs = ctx.slot_weights(slot)
         g_out[offs, slot:slot + T].addcmul_(c[..., None], d_o[slot])
@@ -237,8 +250,12 @@ def window_attention_cpu_backward(
             continue
         keys, values = ctx.flat(ctx.keys(ctx.k, d)[lo:hi]), ctx.flat(ctx.keys(ctx.v, d)[klo:khi])
         gd = ctx.flat(g_out[i, klo:khi])
-        ds = torch.bmm(values[..., :D], gd[..., :D].transpose(1, 2)).view(khi - klo, BH, J, J)  # dSᵀ
-        ds.sub_(g_dot[i, klo:khi, :, None, :]).mul_(probs[i, klo:khi])
+        if ctx.spare:  # column D: v = -1, G = g_d
+            ds = torch.bmm(values[..., :D + 1], gd[..., :D + 1].transpose(1, 2)).view(khi - klo, BH, J, J)  # dSᵀ
+        else:
+            ds = torch.bmm(values[..., :D], gd[..., :D].transpose(1, 2)).view(khi - klo, BH, J, J)
+            ds.sub_(g_dot[i, klo:khi, :, None, :])
+        ds.mul_(probs[i, klo:khi])
         if dbias is not None:
             dbias += ds.view(khi - klo, B, H, J, J).sum(dim=(0, 1))
         ctx.flat(dv[w - 1 + d + klo:w - 1 + d + khi]).baddbmm_(ctx.flat(probs[i, klo:khi]), gd)
