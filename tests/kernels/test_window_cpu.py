@@ -147,3 +147,27 @@ def test_output_is_the_collapse_input_as_a_channels_last_view():
     collapse_input = out.permute(0, 1, 5, 3, 2, 4).reshape(B, H * D * window, T, J)
     assert collapse_input.data_ptr() == out.data_ptr()
     assert collapse_input.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + ("_hb" if s[6] else ""))
+def test_padding_frames_are_never_read(shape, monkeypatch):
+    # The frames-first buffers leave their padding frames unset (products touch real frames only):
+    # NaN there must not reach the output or any gradient.
+    import kernels.window_cpu as window_cpu
+
+    original = window_cpu._frames_first
+
+    def poisoned(x, window, *args, **kwargs):
+        out = original(x, window, *args, **kwargs)
+        out[:window - 1] = float("nan")
+        out[window - 1 + x.shape[2]:] = float("nan")
+        return out
+
+    monkeypatch.setattr(window_cpu, "_frames_first", poisoned)
+    B, H, T, J, D, window, per_head = shape
+    q, k, v, bias, dout = inputs(*shape)
+    out = window_attention_cpu(q, k, v, bias, window, 0.4)
+    assert rel_err(out, window_attention_reference(q, k, v, bias, window, 0.4)) < 1e-12
+    got = window_attention_cpu_backward(q, k, v, bias, dout, window, 0.4, True)
+    for a, b in zip(got, window_attention_reference_backward(q, k, v, bias, dout, window, 0.4, True)):
+        assert rel_err(a, b) < 1e-12
