@@ -34,7 +34,8 @@ def window_attention(
     every (frame, frame) block of the window's scores. Frames past T are zeros
     that still take softmax mass. Returns (B, H, T, window, J, D) in q's dtype
     (the custom op stores it as a permuted view of a (B, H, D, window, T, J)
-    buffer, which STFEM's collapse reads without a copy).
+    buffer, the eager training path of a (B, T, J, H, D, window) one: STFEM's
+    collapse reads either without a copy, NCHW or channels-last).
     """
     op = ops.WINDOW_OP
     check_qkv(op, q, k, v)

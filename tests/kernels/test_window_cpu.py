@@ -110,3 +110,64 @@ def test_eager_backend_trains_through_offsets_and_matches_autograd():
     window_attention_reference(*ref_leaves, window, D ** -0.5).backward(dout)
     for a, b in zip(leaves, ref_leaves):
         assert rel_err(a.grad, b.grad) < 1e-12
+
+
+@pytest.mark.parametrize("keys", [1, 2, 3, 4, 5, 7, 20, 25])
+def test_max_over_keys_equals_amax(keys):
+    # The tree of maxima overlaps odd halves by a row: any count must still give the exact max.
+    from kernels.window_cpu import _max_over_keys
+
+    s = torch.randn(6, keys, 9, generator=torch.Generator().manual_seed(keys), dtype=torch.float64)
+    out = torch.full((6, 1, 9), float("nan"), dtype=torch.float64)
+    _max_over_keys(s, out)
+    assert torch.equal(out, s.amax(1, keepdim=True))
+
+
+def test_bias_only_rows_with_large_bias():
+    # T < τ: most (frame, offset) rows hold a zero frame, whose scores are the bias alone (the shared
+    # constant block); a bias of +-300 overflows exp() unless that block is shifted by its own max.
+    q, k, v, bias, dout = inputs(2, 2, 3, 6, 4, 5, True)
+    bias = bias * 300
+    out = window_attention_cpu(q, k, v, bias, 5, 0.5)
+    assert torch.isfinite(out).all()
+    assert rel_err(out, window_attention_reference(q, k, v, bias, 5, 0.5)) < 1e-12
+    got = window_attention_cpu_backward(q, k, v, bias, dout, 5, 0.5, True)
+    want = window_attention_reference_backward(q, k, v, bias, dout, 5, 0.5, True)
+    for a, b in zip(got, want):
+        assert torch.isfinite(a).all() and rel_err(a, b) < 1e-10
+
+
+def test_output_is_the_collapse_input_as_a_channels_last_view():
+    # STFEMWindow reads (N, H*D*τ, T, J) from the output; with the (B, T, J, H, D, τ) storage that is a
+    # channels-last view (no copy before the channels-last collapse conv), in q's dtype.
+    B, H, T, J, D, window = 2, 2, 7, 20, 6, 3
+    q, k, v, bias, _ = inputs(B, H, T, J, D, window, False, dtype=torch.bfloat16)
+    out = window_attention_cpu(q, k, v, bias.float(), window, D ** -0.5)
+    assert out.dtype == torch.bfloat16
+    collapse_input = out.permute(0, 1, 5, 3, 2, 4).reshape(B, H * D * window, T, J)
+    assert collapse_input.data_ptr() == out.data_ptr()
+    assert collapse_input.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + ("_hb" if s[6] else ""))
+def test_padding_frames_are_never_read(shape, monkeypatch):
+    # The frames-first buffers leave their padding frames unset (products touch real frames only):
+    # NaN there must not reach the output or any gradient.
+    import kernels.window_cpu as window_cpu
+
+    original = window_cpu._frames_first
+
+    def poisoned(x, window, *args, **kwargs):
+        out = original(x, window, *args, **kwargs)
+        out[:window - 1] = float("nan")
+        out[window - 1 + x.shape[2]:] = float("nan")
+        return out
+
+    monkeypatch.setattr(window_cpu, "_frames_first", poisoned)
+    B, H, T, J, D, window, per_head = shape
+    q, k, v, bias, dout = inputs(*shape)
+    out = window_attention_cpu(q, k, v, bias, window, 0.4)
+    assert rel_err(out, window_attention_reference(q, k, v, bias, window, 0.4)) < 1e-12
+    got = window_attention_cpu_backward(q, k, v, bias, dout, window, 0.4, True)
+    for a, b in zip(got, window_attention_reference_backward(q, k, v, bias, dout, window, 0.4, True)):
+        assert rel_err(a, b) < 1e-12
