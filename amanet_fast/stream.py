@@ -5,7 +5,8 @@
     python -m amanet_fast.stream evaluate-early --checkpoint best.pt --data-root PREPARED_DIR --out early/
 
 Input: one JSON frame per line (stdin or `--input FILE`):
-`{"joints": [[[x, y, z], ...V joints] per person], "scores": [[s, ...V] per person] (optional), "t": seconds}`,
+`{"joints": [[[x, y, z], ...V joints] per person], "scores": [[s, ...V] per person] (optional), "t": seconds}`
+(`null` for a tracked person absent from this frame, so the others keep their slots),
 in the checkpoint's layout and channels and in the coordinate convention of the prepared data
 (as `prepare` writes it). A checkpoint whose last channel is a detection score (Kinetics) takes
 either V x C values per person or V x (C-1) plus "scores". `--replay` reads any raw file the
@@ -162,6 +163,8 @@ class Stream:
         if x.ndim != 3 or x.shape[0] != self.channels or x.shape[1] != self.joints:
             raise FrameError(f"frame shape {x.shape} does not fit the checkpoint: expected (C={self.channels}, "
                              f"V={self.joints}, persons)", where)
+        if x.ndim == 3 and x.shape[2] > self.persons and not x[:, :, self.persons:].any():
+            x = x[:, :, :self.persons]  # all-zero slots are absent persons (prepared arrays have 2 for NW-UCLA)
         if x.shape[2] > self.persons:
             raise FrameError(f"{x.shape[2]} persons, the checkpoint takes at most {self.persons}; send the "
                              f"{self.persons} to recognise", where)
@@ -179,11 +182,13 @@ class Stream:
         joints = frame.get("joints")
         if not isinstance(joints, list):
             raise FrameError("missing 'joints' (a list of persons, each V joints x C values)", where)
-        if not joints:
+        # null holds the slot of a person not seen in this frame, so the others keep their slots.
+        slots = [m for m, person in enumerate(joints) if person is not None]
+        if not slots:
             raise FrameError("no person in the frame ('joints' is empty); send frames with a detected skeleton",
                              where)
         try:
-            arr = np.array(joints)
+            arr = np.array([joints[m] for m in slots])
         except (TypeError, ValueError):
             arr = None
         if arr is None or arr.dtype.kind not in "iuf" or arr.ndim != 3:
@@ -195,13 +200,15 @@ class Stream:
         scores = frame.get("scores")
         width = arr.shape[2]
         if scores is not None:
+            if not isinstance(scores, list) or len(scores) != len(joints):
+                raise FrameError(f"'scores' must list one entry per entry of 'joints' ({len(joints)})", where)
             if not self.has_score:
                 raise FrameError("'scores' given, but the checkpoint's data has no score channel; drop 'scores'",
                                  where)
             if width != self.channels - 1:
                 raise FrameError(f"with 'scores' each joint takes {self.channels - 1} values, got {width}", where)
             try:
-                s = np.array(scores)
+                s = np.array([scores[m] for m in slots])
             except (TypeError, ValueError):
                 s = None
             if s is None or s.dtype.kind not in "iuf" or s.shape != arr.shape[:2]:
@@ -211,11 +218,14 @@ class Stream:
         elif width != self.channels:
             extra = f", or {self.channels - 1} plus 'scores'" if self.has_score else ""
             raise FrameError(f"{width} values per joint; the checkpoint takes {self.channels}{extra}", where)
-        for m in range(arr.shape[0]):
+        for k, m in enumerate(slots):
             # Listed persons are detections; an all-zero one would read as absent in prepared data.
-            if not arr[m].any():
-                raise FrameError(f"person {m} is all zeros (a missing person); leave absent persons out", where)
-        return arr.astype(np.float64).transpose(2, 1, 0)  # (M, V, C) -> (C, V, M)
+            if not arr[k].any():
+                raise FrameError(f"person {m} is all zeros (a missing person); leave absent persons out or "
+                                 "send null in their place", where)
+        out = np.zeros((len(joints), *arr.shape[1:]))
+        out[slots] = arr
+        return out.transpose(2, 1, 0)  # (M, V, C) -> (C, V, M)
 
     @staticmethod
     def _time(t: Any, where: str) -> float | None:
@@ -432,10 +442,12 @@ def replay_frames(stream: Stream, path: Path, fps: float) -> Iterator[tuple[Any,
     for s in samples:
         begin, end = valid_range(s.data)
         if path.suffix.lower() == ".skeleton":
-            # NTU samples come replay-padded to 300 frames; replay only the recorded ones.
+            # NTU samples come replay-padded to 300 frames, leading bodyless frames dropped and trailing
+            # ones filled: replay only the span the file recorded bodies in.
             from .data.ntu import read_skeleton_file
 
-            end = min(end, begin + read_skeleton_file(path, max_frames=s.data.shape[1])[0].shape[1])
+            with_body = np.flatnonzero(read_skeleton_file(path, max_frames=s.data.shape[1])[0].any(axis=(0, 2, 3)))
+            end = min(end, begin + int(with_body[-1] - with_body[0]) + 1)
         log.info("replaying %s: %d frames at %s", s.name, end - begin, f"{fps:g} fps" if fps else "full speed")
         start = time.perf_counter()
         for i, f in enumerate(range(begin, end)):
@@ -444,10 +456,11 @@ def replay_frames(stream: Stream, path: Path, fps: float) -> Iterator[tuple[Any,
                 if delay > 0:
                     time.sleep(delay)
             x = s.data[:, f]
-            persons = [m for m in range(x.shape[2]) if x[:, :, m].any()]
-            # A replayed frame lists the persons present, as a live source would.
-            yield {"joints": x[:, :, persons].transpose(2, 1, 0).tolist(), "t": round(i / fps, 6) if fps else None}, \
-                f"{s.name}:frame {f}"
+            present = [m for m in range(x.shape[2]) if x[:, :, m].any()]
+            # As a live source with person tracking: the persons present, null in the slot of one
+            # absent before another (NTU's most active body may be missing from a frame).
+            joints = [x[:, :, m].T.tolist() if m in present else None for m in range(present[-1] + 1 if present else 0)]
+            yield {"joints": joints, "t": round(i / fps, 6) if fps else None}, f"{s.name}:frame {f}"
 
 
 # ----------------------------------------------------------------------------- CLI

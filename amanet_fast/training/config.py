@@ -86,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
         "compile": "auto",  # auto (on for CUDA) | true | false
         "amp": "auto",  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | off
         "kernel_backend": "auto",
-        "threads": None,  # torch intra-op threads per process; None -> usable cores / local processes
+        "threads": None,  # intra-op threads per process; None/0 -> the cores others leave free (threads.py)
         "deterministic": False,
         "progress": True,  # tqdm bars on rank 0 when stderr is a terminal, else periodic log lines
         "log_interval_s": 30.0,  # seconds between in-epoch progress lines when there is no bar (0: every step)

@@ -14,7 +14,8 @@ Four levers, measured on the 2-core AVX-512 BF16 development machine with
 - channels-last conv weights together with bf16 (0.92 -> 0.85 s thread CPU
   per AMANet step at N=2, T=64): convs then run oneDNN's NHWC kernels. Not
   with fp32, so that `amp: off` is exactly the plain fp32 NCHW model.
-- intra-op threads: the usable cores divided among the processes of this node.
+- intra-op threads: the usable cores that other processes leave free, divided among the
+  processes of this node; re-checked during training (threads.py, issue 22).
 
 One more lives in the model (model/attention.py, JointFeatures): under CPU bf16 autocast JF's
 T x T attention is computed in fp32, because ATen's bf16 flash-attention backward on the CPU is
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from . import threads as threads_mod
 
 __all__ = ["CpuRuntime", "cpu_bf16_native", "configure_allocator", "default_threads", "apply_cpu_defaults",
            "prepare_model"]
@@ -101,11 +104,7 @@ def configure_allocator() -> str:
 
 def default_threads(local_world_size: int = 1) -> int:
     """Intra-op threads per process: the usable cores shared among this node's processes."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size))
+    return max(1, len(threads_mod.usable_cores()) // max(1, local_world_size))
 
 
 @dataclass(frozen=True)
@@ -115,22 +114,40 @@ class CpuRuntime:
     allocator: str
     bf16_native: bool
     bf16_evidence: str
+    adaptive: bool = False  # ThreadGovernor may change `threads` during training
 
     def describe(self) -> str:
         return (f"cpu runtime: {self.threads} intra-op threads ({self.threads_source}); {self.allocator}; "
                 f"native bf16 {'yes' if self.bf16_native else 'no'} ({self.bf16_evidence})")
 
 
-def apply_cpu_defaults(threads: int | None, local_world_size: int = 1) -> CpuRuntime:
-    """Set the process-wide CPU defaults once at start-up and say what was set."""
+def _choose_threads(threads: int | None, local_world_size: int, device_type: str) -> tuple[int, str, bool]:
+    """(threads, why, whether ThreadGovernor may change them)."""
     if threads:
-        n, source = int(threads), "runtime.threads"
-    else:
-        n = default_threads(local_world_size)
-        source = f"usable cores / {local_world_size} local process{'es' if local_world_size > 1 else ''}"
+        return int(threads), "runtime.threads; fixed", False
+    cores = len(threads_mod.usable_cores())
+    usable = f"{cores} usable core{'s' if cores != 1 else ''}"
+    if local_world_size > 1:
+        # Each rank would count the others as load; the ranks share the cores evenly instead.
+        return default_threads(local_world_size), f"{usable} / {local_world_size} local processes; fixed", False
+    if device_type != "cpu":
+        return cores, f"{usable}; fixed, the model runs on {device_type}", False
+    others = threads_mod.measure_other_load(threads_mod.LoadProbe())
+    if others is None:
+        return cores, f"{usable}; load of other processes unknown (no /proc/stat): fixed", False
+    n = threads_mod.choose_threads(cores, others)
+    measured = f"{usable}, {others:.1f} busy with other processes over {threads_mod.STARTUP_WINDOW_S} s"
+    if cores == 1:
+        return n, f"{measured}; fixed, nothing to choose", False
+    return n, f"{measured}; re-checked when throughput collapses", True
+
+
+def apply_cpu_defaults(threads: int | None, local_world_size: int = 1, device_type: str = "cpu") -> CpuRuntime:
+    """Set the process-wide CPU defaults once at start-up and say what was set."""
+    n, source, adaptive = _choose_threads(threads, local_world_size, device_type)
     torch.set_num_threads(n)
     native, evidence = cpu_bf16_native()
-    return CpuRuntime(n, source, configure_allocator(), native, evidence)
+    return CpuRuntime(n, source, configure_allocator(), native, evidence, adaptive)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, autocast_dtype: torch.dtype | None) -> str:

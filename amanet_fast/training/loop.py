@@ -37,6 +37,7 @@ from .distributed import DistContext, all_reduce_sum, barrier, broadcast_object,
 from .logging import ScalarWriter, close_logging, environment_report, setup_logging
 from .metrics import evaluate_scores, plot_confusion_png, write_confusion_csv, write_sample_outputs
 from .progress import StepReporter
+from .threads import ThreadGovernor, ThreadPolicy, usable_cores
 from .workdir import SignalGuard, Terminated, WorkDirBusyError, WorkDirLock, remove_stale_temp_files
 
 ModelFactory = Callable[[dict, DataBundle], nn.Module]
@@ -370,12 +371,13 @@ def _micro_batches(x: torch.Tensor, y: torch.Tensor, fbs: int | None) -> Iterato
 _CPU_RUNTIME: hardware.CpuRuntime | None = None  # what _configure_runtime set, for the log
 
 
-def _configure_runtime(cfg: dict) -> None:
+def _configure_runtime(cfg: dict, device: torch.device) -> None:
     global _CPU_RUNTIME
     rt = cfg["runtime"]
     import os
 
-    _CPU_RUNTIME = hardware.apply_cpu_defaults(rt["threads"], int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    _CPU_RUNTIME = hardware.apply_cpu_defaults(rt["threads"], int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                                               device.type)
     if rt["deterministic"]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -433,6 +435,7 @@ class Training:
         self.best = run.work_dir / "best.pt"
         self.resumed: dict[str, Any] | None = None
         self._changed: list[str] = []
+        self.governor: ThreadGovernor | None = None  # set once the log is final (_train_epochs)
         self.last_results: dict[str, Any] | None = None
 
     def log_optimizer(self) -> None:
@@ -561,6 +564,8 @@ class Training:
         bar = run._progress(loader, f"epoch {epoch + 1}/{self.epochs}")
         reporter = StepReporter(self.log, ctx.is_main and bar is loader, cfg["runtime"]["log_interval_s"], epoch,
                                 self.epochs, steps_per_epoch)
+        if self.governor is not None:
+            self.governor.start()
         for step, (x, y, _) in enumerate(bar):
             x = x.to(ctx.device, non_blocking=True).float()
             y = y.to(ctx.device, non_blocking=True).long()
@@ -597,8 +602,12 @@ class Training:
             if bar is not loader:
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.4g}")
             reporter.step(step, int(step_stats[2]), step_loss)
+            if self.governor is not None:
+                self.governor.step(int(step_stats[2]))
             if run.writer is not None:
                 run.writer.scalar("train/loss_step", step_loss, epoch * steps_per_epoch + step)
+        if self.governor is not None:
+            self.governor.pause()
         self.scheduler.step()
         train_time = time.time() - t0
         stats = {"train_loss": float(tot_loss) / max(tot_n, 1), "train_top1": float(tot_correct) / max(tot_n, 1),
@@ -682,7 +691,7 @@ def _work_dir(cfg: dict) -> Path:
 
 def _train(cfg: dict, ctx: DistContext, argv: Sequence[str], resume: bool,
            model_factory: ModelFactory | None, guard: SignalGuard) -> dict[str, Any] | None:
-    _configure_runtime(cfg)
+    _configure_runtime(cfg, ctx.device)
     resolve_precision(cfg["runtime"]["amp"], ctx.device)  # fail fast on an impossible setting
     if cfg["dataset"] != "synthetic":
         ensure_data(cfg, ctx.is_main)  # fail fast with the prepare command, before any work dir exists
@@ -732,6 +741,8 @@ def _train_epochs(tr: Training) -> dict[str, Any] | None:
     drop_last = len(data.train) // ctx.world_size >= tr.rank_batch
     loader, gen = _loader(data.train, tr.rank_batch, cfg, ctx, sampler=sampler, drop_last=drop_last)
     run.writer = ScalarWriter(run.work_dir / "tb", cfg["runtime"]["tensorboard"], log) if ctx.is_main else None
+    if ctx.device.type == "cpu" and _CPU_RUNTIME is not None and _CPU_RUNTIME.adaptive:
+        tr.governor = ThreadGovernor(ThreadPolicy(len(usable_cores()), _CPU_RUNTIME.threads), log)
 
     epochs, stop_after = tr.epochs, cfg["train"]["stop_after_epoch"]
     eval_every = int(cfg["train"]["eval_every"])
@@ -775,7 +786,7 @@ def evaluate_checkpoint(cfg: dict, checkpoint: Path, argv: Sequence[str] = (), *
     ctx = init_distributed(cfg["runtime"]["device"])
     try:
         with SignalGuard() as guard:
-            _configure_runtime(cfg)
+            _configure_runtime(cfg, ctx.device)
             state = load_checkpoint(checkpoint, map_location="cpu")
             if cfg["dataset"] != "synthetic":
                 ensure_data(cfg, ctx.is_main)

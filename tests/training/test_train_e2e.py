@@ -35,7 +35,7 @@ def test_demo_command_end_to_end(synthetic_root, tmp_path):
     assert "command:" in first and "train.py" in first
     assert "versions: torch" in log and "resolved config:" in log
     assert f"precision {expected}, torch.compile off, kernel backend eager" in log
-    assert "cpu runtime: 1 intra-op threads (runtime.threads)" in log and "native bf16" in log
+    assert "cpu runtime: 1 intra-op threads (runtime.threads; fixed)" in log and "native bf16" in log
 
     assert (wd / "config.yaml").is_file() and "train.py" in (wd / "command.txt").read_text()
     with open(wd / "scores_val.pkl", "rb") as fh:

@@ -209,9 +209,24 @@ def test_python_api_raises_frame_error_and_keeps_the_window(trained):
     x = _good(trained)
     stream = Stream(trained.joint / "latest.pt")
     stream.push(x[:, 0])
-    with pytest.raises(FrameError, match="persons"):
-        stream.push(np.zeros((3, 18, 3), np.float32))
-    assert stream.push(x[:, 1]).frames == 2
+    with pytest.raises(FrameError, match="3 persons"):
+        stream.push(np.ones((3, 18, 3), np.float32))
+    # An all-zero slot past the checkpoint's persons is an absent person, as in prepared arrays.
+    assert stream.push(np.concatenate([x[:, 1], np.zeros((3, 18, 2), np.float32)], -1)).frames == 2
+    assert np.array_equal(stream.frames()[:, 1, :, 0], x[:, 1, :, 0])
+
+
+def test_null_keeps_a_tracked_person_in_its_slot(trained):
+    data, _ = _val(trained)
+    x = next(c for c in data if c[..., 1].any())[:, :3]  # a clip with a second person
+    stream = Stream(trained.joint / "latest.pt")
+    assert stream.persons == 2
+    stream.push({"joints": [x[:, 0, :, 0].T.tolist(), x[:, 0, :, 1].T.tolist()]})
+    stream.push({"joints": [None, x[:, 1, :, 1].T.tolist()]})
+    assert np.array_equal(stream.frames()[:, 1], np.stack([np.zeros_like(x[:, 1, :, 1]), x[:, 1, :, 1]], -1))
+    with pytest.raises(FrameError, match="no person"):
+        stream.push({"joints": [None, None]})
+    assert stream.frames().shape[1] == 2
 
 
 @pytest.mark.parametrize("argv, words", [
