@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> tuple[Path, float | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .data.errors import DataFormatError
-    from .training.checkpoint import CheckpointError
+    from .model.record import CheckpointError
 
     # Our progress at INFO; the exporter's optimizer logs every initializer it merges at INFO too.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)

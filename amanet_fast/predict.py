@@ -81,8 +81,7 @@ def _class_names(state: dict[str, Any], cfg: dict[str, Any], num_classes: int) -
     if isinstance(names, list) and len(names) == num_classes:
         return [str(n) if n is not None else str(i) for i, n in enumerate(names)], "checkpoint"
     try:
-        from .data.io import read_manifest
-        from .training.data import data_dir
+        from .data.io import data_dir, read_manifest
 
         directory = data_dir(cfg)
         classes = (read_manifest(directory) or {}).get("classes")
@@ -99,12 +98,11 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
                        kernel_backend: str = "auto") -> TrainedModel:
     """Rebuild the network of a training checkpoint, load its weights, switch to eval mode.
 
-    The architecture comes from the config the checkpoint stores (arch, dataset,
-    stream, model.args); the class count from its classifier weights. Raises
+    The architecture comes from the network description the checkpoint stores
+    (older checkpoints: its training config and classifier weights). Raises
     `CheckpointError` for a damaged / foreign file or weights that do not fit.
     """
-    from .model.build import build_model
-    from .training.checkpoint import CheckpointError, load_checkpoint
+    from .model.record import CheckpointError, load_checkpoint, model_from_checkpoint
 
     path = Path(checkpoint)
     state = load_checkpoint(path, map_location="cpu")
@@ -115,22 +113,7 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
     stream = cfg["data"]["stream"]
     num_class = int(weights["fc.weight"].shape[0])
     try:
-        from . import training
-
-        stored = getattr(training.checkpoint, "model_from_checkpoint", None)
-        if stored is not None and "model_config" in state:
-            # Newer checkpoints describe the network (layout included): rebuilt from that description.
-            model = stored(state, kernel_backend)
-        else:
-            # Older ones: from the training config. Prepared data always has 3 channels and 2 person
-            # slots (data.io); load_state_dict checks the weights agree.
-            from .data.io import NUM_PERSONS
-
-            kwargs = dict(num_class=num_class, in_channels=3, num_person=NUM_PERSONS, stream=stream)
-            kwargs.update(cfg["model"].get("args") or {})
-            kwargs["kernel_backend"] = kernel_backend  # the caller's choice wins over the training run's
-            model = build_model(cfg["model"]["arch"], cfg["dataset"], **kwargs)
-            model.load_state_dict(weights)
+        model = model_from_checkpoint(state, kernel_backend)
     except (RuntimeError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its config describes "
@@ -148,7 +131,7 @@ def load_trained_model(checkpoint: str | Path, *, device: str | torch.device = "
 
 
 def _input_spec(state: dict[str, Any], path: Path, layout: SkeletonLayout, num_person: int) -> InputSpec:
-    from .training.checkpoint import CheckpointError
+    from .model.record import CheckpointError
 
     recorded = state.get(INPUTS_KEY)
     if recorded is None:
@@ -468,7 +451,7 @@ def run_cli(parser: argparse.ArgumentParser, run_fn: Callable[[argparse.Namespac
             show: Callable[[argparse.Namespace, Any], None], argv: Sequence[str] | None) -> int:
     """The shape of the trained-model CLIs (predict, visualize): a user mistake is one
     `error:` line and exit 2, a result is shown and exits 0."""
-    from .training.checkpoint import CheckpointError
+    from .model.record import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parser.parse_args(argv)

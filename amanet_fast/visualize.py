@@ -209,7 +209,7 @@ def load_sample(tm: TrainedModel, sample: str) -> tuple[str, np.ndarray, int | N
             raise DataFormatError(f"a {s.layout} skeleton, but the checkpoint's model expects {tm.layout.name}", path)
         return s.name, check_clip(s.data, tm.inputs, s.where, s.channels), None
     from .data.dataset import SkeletonDataset
-    from .training.data import data_dir
+    from .data.io import data_dir
 
     directory = data_dir(tm.config)
     searched = []

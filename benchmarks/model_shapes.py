@@ -21,7 +21,6 @@ import torch
 import kernels
 from amanet_fast import build_model
 from amanet_fast.graphs import get_layout
-from amanet_fast.model.build import resolve_config
 
 __all__ = ["AttentionCall", "AttentionCase", "attention_calls", "unique_cases"]
 
@@ -100,11 +99,11 @@ def attention_calls(arch: str, dataset: str, *, clips: int, frames: int, persons
                     **overrides: Any) -> list[AttentionCall]:
     """Every attention-op call of one forward of `build_model(arch, dataset, **overrides)`
     on a (clips, C, frames, V, persons) input, in call order. Kernel batch = clips * persons."""
-    cfg = resolve_config(arch, dataset, **overrides)
-    layout = get_layout(cfg.layout)
-    persons = cfg.num_person if persons is None else persons
     with torch.device("meta"):
         model = build_model(arch, dataset, **overrides)
+    cfg = model.config
+    layout = get_layout(cfg.layout)
+    persons = cfg.num_person if persons is None else persons
     model.eval()
     stack = ["<model>"]
     handles = []

@@ -30,6 +30,18 @@ def _feature_offsets(f, INNER, stride_inner, stride_outer):
 
 
 @triton.jit
+def _group_start(ptr, b, h, t0, stride_b, stride_h, stride_t):
+    # Clip b, head h, the group's first frame; int64 so that large tensors do not overflow.
+    return ptr + b * stride_b + h * stride_h + t0.to(tl.int64) * stride_t
+
+
+@triton.jit
+def _group_scratch(ptr, pid_bh, pid_g, BLOCK_G: tl.constexpr):
+    # This program's (BLOCK_G, BLOCK_G) fp32 tile of a per-group scratch (P or dS), row-major.
+    return ptr + (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_g) * (BLOCK_G * BLOCK_G)
+
+
+@triton.jit
 def frame_group_fwd_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, probs_ptr,
     stride_qb, stride_qh, stride_qt, stride_qi, stride_qo,
@@ -48,10 +60,10 @@ def frame_group_fwd_kernel(
     rows = tl.arange(0, BLOCK_G)
     cols = tl.arange(0, BLOCK_G)
     row_ok = (rows < GROUP) & (t0 + rows < T)
-    q_base = q_ptr + b * stride_qb + h * stride_qh + t0.to(tl.int64) * stride_qt
-    k_base = k_ptr + b * stride_kb + h * stride_kh + t0.to(tl.int64) * stride_kt
-    v_base = v_ptr + b * stride_vb + h * stride_vh + t0.to(tl.int64) * stride_vt
-    o_base = out_ptr + b * stride_ob + h * stride_oh + t0.to(tl.int64) * stride_ot
+    q_base = _group_start(q_ptr, b, h, t0, stride_qb, stride_qh, stride_qt)
+    k_base = _group_start(k_ptr, b, h, t0, stride_kb, stride_kh, stride_kt)
+    v_base = _group_start(v_ptr, b, h, t0, stride_vb, stride_vh, stride_vt)
+    o_base = _group_start(out_ptr, b, h, t0, stride_ob, stride_oh, stride_ot)
 
     # Sweep 1: S = Q K^T over all features, fp32.
     s = tl.zeros((BLOCK_G, BLOCK_G), dtype=tl.float32)
@@ -75,8 +87,8 @@ def frame_group_fwd_kernel(
     e = tl.exp(s)
     p = e / tl.sum(e, axis=1)[:, None]
 
-    # Saved for backward: P of this group, (BLOCK_G, BLOCK_G) fp32, row-major.
-    p_base = probs_ptr + (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_g) * (BLOCK_G * BLOCK_G)
+    # Saved for backward: P of this group.
+    p_base = _group_scratch(probs_ptr, pid_bh, pid_g, BLOCK_G)
     tl.store(p_base + rows[:, None] * BLOCK_G + cols[None, :], p)
     # Sweep 2 reads P back one column at a time (L1/L2 hits): an in-register
     # column extraction from a (BLOCK_G, BLOCK_G) tile costs far more registers.
@@ -117,20 +129,19 @@ def frame_group_bwd_kernel(
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     t0 = pid_g * GROUP
-    t0_64 = t0.to(tl.int64)
 
     rows = tl.arange(0, BLOCK_G)
     cols = tl.arange(0, BLOCK_G)
     row_ok = (rows < GROUP) & (t0 + rows < T)
-    q_base = q_ptr + b * stride_qb + h * stride_qh + t0_64 * stride_qt
-    k_base = k_ptr + b * stride_kb + h * stride_kh + t0_64 * stride_kt
-    v_base = v_ptr + b * stride_vb + h * stride_vh + t0_64 * stride_vt
-    do_base = dout_ptr + b * stride_dob + h * stride_doh + t0_64 * stride_dot
-    dq_base = dq_ptr + b * stride_dqb + h * stride_dqh + t0_64 * stride_dqt
-    dk_base = dk_ptr + b * stride_dkb + h * stride_dkh + t0_64 * stride_dkt
-    dv_base = dv_ptr + b * stride_dvb + h * stride_dvh + t0_64 * stride_dvt
+    q_base = _group_start(q_ptr, b, h, t0, stride_qb, stride_qh, stride_qt)
+    k_base = _group_start(k_ptr, b, h, t0, stride_kb, stride_kh, stride_kt)
+    v_base = _group_start(v_ptr, b, h, t0, stride_vb, stride_vh, stride_vt)
+    do_base = _group_start(dout_ptr, b, h, t0, stride_dob, stride_doh, stride_dot)
+    dq_base = _group_start(dq_ptr, b, h, t0, stride_dqb, stride_dqh, stride_dqt)
+    dk_base = _group_start(dk_ptr, b, h, t0, stride_dkb, stride_dkh, stride_dkt)
+    dv_base = _group_start(dv_ptr, b, h, t0, stride_dvb, stride_dvh, stride_dvt)
 
-    p_base = probs_ptr + (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_g) * (BLOCK_G * BLOCK_G)
+    p_base = _group_scratch(probs_ptr, pid_bh, pid_g, BLOCK_G)
     p = tl.load(p_base + rows[:, None] * BLOCK_G + cols[None, :])
 
     # Sweep 1: dP = dO V^T.
@@ -153,7 +164,7 @@ def frame_group_bwd_kernel(
     delta = tl.sum(p * dp, axis=1)
     ds = p * (dp - delta[:, None]) * scale
     # dS goes to a per-group scratch and, like P, is read back by column.
-    ds_base = ds_ptr + (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_g) * (BLOCK_G * BLOCK_G)
+    ds_base = _group_scratch(ds_ptr, pid_bh, pid_g, BLOCK_G)
     tl.store(ds_base + rows[:, None] * BLOCK_G + cols[None, :], ds)
     tl.debug_barrier()
 

@@ -19,69 +19,17 @@ import pickle
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
+from .bad_inputs import TINY, Case, Cases, Ctx, Evil, check_one_error, run_main, train_tiny, write_pickle
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "tiny", "data.synthetic.num_train=24", "data.synthetic.num_val=12", "runtime.threads=1",
-        "runtime.tensorboard=false", "train.epochs=1"]
-
-
-# --------------------------------------------------------------------------- harness
-
-@dataclass
-class Ctx:
-    tmp: Path
-    shared: Path
-    syn: Path
-    ckpt: Path
-    monkeypatch: Any
-
-    @property
-    def out(self) -> Path:
-        return self.tmp / "out"
-
-    @property
-    def marker(self) -> Path:
-        return self.tmp / "PWNED"
-
-
-@dataclass
-class Case:
-    name: str
-    cli: str
-    build: Callable[[Ctx], tuple]
-    expect: str  # "error" or "warn"
-
-
-CASES: list[Case] = []
-
-
-def case(cli: str, expect: str = "error"):
-    def deco(fn):
-        CASES.append(Case(fn.__name__, cli, fn, expect))
-        return fn
-    return deco
-
-
-class _Evil:
-    """Pickles to a call of os.system: loading it with plain pickle would create the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def _pickle(path: Path, obj: Any) -> Path:
-    with open(path, "wb") as fh:
-        pickle.dump(obj, fh)
-    return path
+CASES = Cases()
+case = CASES.case
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -706,7 +654,7 @@ def _ucla_bytes(c: Ctx, data: bytes) -> tuple[list[str], Path]:
 
 def _ucla_val_pkl(c: Ctx, obj: Any) -> tuple[list[str], Path]:
     raw = _ucla(c)
-    f = _pickle(raw / "val_label.pkl", obj)
+    f = write_pickle(raw / "val_label.pkl", obj)
     return ["ucla", "--raw", str(raw), "--out", str(c.out)], f
 
 
@@ -798,7 +746,7 @@ def u_val_label_3tuple(c):
 
 @case("prepare")
 def u_val_label_crafted(c):
-    return _ucla_val_pkl(c, [_Evil(c.marker)])
+    return _ucla_val_pkl(c, [Evil(c.marker)])
 
 
 @case("prepare")
@@ -853,7 +801,7 @@ def _ann(c: Ctx) -> dict:
 
 
 def _pyskl(c: Ctx, obj: Any, *extra: str) -> tuple[list[str], Path]:
-    f = _pickle(c.tmp / "ann.pkl", obj)
+    f = write_pickle(c.tmp / "ann.pkl", obj)
     return ["pyskl", "--raw", str(f), "--out", str(c.out), *extra], f
 
 
@@ -874,13 +822,13 @@ def _two(c: Ctx) -> tuple[dict, dict]:
 
 @case("prepare")
 def p_crafted_reduce(c):
-    return _pyskl(c, {"annotations": [_Evil(c.marker)]})
+    return _pyskl(c, {"annotations": [Evil(c.marker)]})
 
 
 @case("prepare")
 def p_crafted_inside_annotation(c):
     ann = _ann(c)
-    ann["extra"] = _Evil(c.marker)
+    ann["extra"] = Evil(c.marker)
     return _pyskl(c, ann)
 
 
@@ -1198,14 +1146,14 @@ def d_manifest_invalid_utf8(c):
 @case("train")
 def d_label_pickle_3tuple(c):
     def f(root):
-        return _pickle(root / "val_label.pkl", (["a"], [1], [2]))
+        return write_pickle(root / "val_label.pkl", (["a"], [1], [2]))
     return _bad_data(c, f)
 
 
 @case("train")
 def d_label_pickle_crafted(c):
     def f(root):
-        return _pickle(root / "val_label.pkl", (["a"], [_Evil(c.marker)]))
+        return write_pickle(root / "val_label.pkl", (["a"], [Evil(c.marker)]))
     return _bad_data(c, f)
 
 
@@ -1225,7 +1173,7 @@ def d_label_out_of_range(c):
         with open(p, "rb") as fh:
             names, labels = pickle.load(fh)
         labels[0] = 99
-        return _pickle(p, (names, labels))
+        return write_pickle(p, (names, labels))
     return _bad_data(c, f)
 
 
@@ -1236,7 +1184,7 @@ def d_label_text(c):
         with open(p, "rb") as fh:
             names, labels = pickle.load(fh)
         labels[0] = "walk"
-        return _pickle(p, (names, labels))
+        return write_pickle(p, (names, labels))
     return _bad_data(c, f)
 
 
@@ -1246,7 +1194,7 @@ def d_label_count_mismatch(c):
         p = root / "val_label.pkl"
         with open(p, "rb") as fh:
             names, labels = pickle.load(fh)
-        _pickle(p, (names[:-1], labels[:-1]))
+        write_pickle(p, (names[:-1], labels[:-1]))
         return root  # the count disagrees with the array next to it: the message names the folder
     return _bad_data(c, f)
 
@@ -1296,7 +1244,7 @@ for _name, _key, _value in [
      "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], "
      "&g [*f,*f,*f,*f,*f,*f,*f,*f,*f], &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]]"),
 ]:
-    CASES.append(Case(_name, "train", _override_case(_key, _value), "error"))
+    CASES.add(_name, "train", _override_case(_key, _value))
 
 
 @case("train")
@@ -1494,7 +1442,7 @@ def e_checkpoint_runs_code(c):
     import torch
     from amanet_fast.training.checkpoint import _seal, load_checkpoint
 
-    state = dict(load_checkpoint(c.ckpt), evil=_Evil(c.marker))
+    state = dict(load_checkpoint(c.ckpt), evil=Evil(c.marker))
     buf = io.BytesIO()
     torch.save(state, buf)
     f = c.tmp / "x.pt"
@@ -1533,7 +1481,7 @@ def e_eval_dir_locked(c):
 # --------------------------------------------------------------------------- ensemble
 
 def _scores(c: Ctx, name: str, scores: dict | Any) -> Path:
-    return _pickle(c.tmp / name, scores)
+    return write_pickle(c.tmp / name, scores)
 
 
 def _ens_inputs(c: Ctx, a: Any = None, b: Any = None, labels: Any = None) -> list[str]:
@@ -1542,7 +1490,7 @@ def _ens_inputs(c: Ctx, a: Any = None, b: Any = None, labels: Any = None) -> lis
     good = {n: rng.random(4).astype(np.float32) for n in names}
     fa = _scores(c, "a.pkl", good if a is None else a)
     fb = _scores(c, "b.pkl", good if b is None else b)
-    fl = _pickle(c.tmp / "labels.pkl", (names, [0, 1, 2, 3, 0, 1]) if labels is None else labels)
+    fl = write_pickle(c.tmp / "labels.pkl", (names, [0, 1, 2, 3, 0, 1]) if labels is None else labels)
     return [str(fa), str(fb), "--labels", str(fl)]
 
 
@@ -1595,12 +1543,12 @@ def z_grid_nan(c):
 
 @case("ensemble")
 def z_crafted_scores(c):
-    return _ens_inputs(c, a={"s0": _Evil(c.marker)}), c.tmp / "a.pkl"
+    return _ens_inputs(c, a={"s0": Evil(c.marker)}), c.tmp / "a.pkl"
 
 
 @case("ensemble")
 def z_crafted_labels(c):
-    return _ens_inputs(c, labels=([f"s{i}" for i in range(6)], [_Evil(c.marker)] * 6)), c.tmp / "labels.pkl"
+    return _ens_inputs(c, labels=([f"s{i}" for i in range(6)], [Evil(c.marker)] * 6)), c.tmp / "labels.pkl"
 
 
 @case("ensemble")
@@ -1683,15 +1631,7 @@ def k_one_clip_without_skeleton_warns(c):
 
 @pytest.fixture(scope="module")
 def corpus_data(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny synthetic prepared set and a 1-epoch checkpoint trained on it."""
-    from amanet_fast.data.synthetic import ensure_synthetic
-    from amanet_fast.training.cli import main
-
-    root = tmp_path_factory.mktemp("corpus")
-    syn = ensure_synthetic(root / "syn", seed=0, num_train=24, num_val=12)
-    wd = root / "wd"
-    assert main([*TINY, "--work-dir", str(wd), f"data.root={syn}"]) == 0
-    return Path(syn), wd / "latest.pt"
+    return train_tiny(tmp_path_factory.mktemp("corpus"))
 
 
 def _main(cli: str):
@@ -1707,19 +1647,16 @@ def _main(cli: str):
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, corpus_data, standin_data, tmp_path, monkeypatch, capsys, caplog) -> None:
     syn, ckpt = corpus_data
-    c = Ctx(tmp_path, standin_data, syn, ckpt, monkeypatch)
+    c = Ctx(tmp=tmp_path, shared=standin_data, syn=syn, ckpt=ckpt, monkeypatch=monkeypatch)
     built = case.build(c)
     argv, where, extra = built[0], str(built[1]), built[2:]
     try:
-        rc = _main(case.cli)([str(a) for a in argv])
-    except SystemExit as exit_:
-        rc = exit_.code
+        rc = run_main(_main(case.cli), argv)
     except BaseException as err:  # noqa: BLE001 - any escape is the failure this corpus looks for
         pytest.fail(f"{case.cli} raised {type(err).__name__}: {str(err)[:300]}")
     finally:
-        lock = getattr(c, "lock", None)
-        if lock is not None:
-            lock.release()
+        if c.lock is not None:
+            c.lock.release()
     out = capsys.readouterr()
     text = out.err + out.out + caplog.text
     assert not c.marker.exists(), "a pickle ran code"
@@ -1729,16 +1666,7 @@ def test_bad_input(case: Case, corpus_data, standin_data, tmp_path, monkeypatch,
         assert "warn" in text.lower() and where in text, text[-800:]
     else:
         # One error line; the missing-data error may follow it with the prepare command to run.
-        errors = [l for l in out.err.splitlines() if "error:" in l]
-        assert rc == 2, f"exit {rc} (expected 2); stderr tail: {out.err[-600:]!r}"
-        assert len(errors) == 1, f"expected one error line: {out.err[-600:]!r}"
-        line = errors[0]
-        assert where in line, f"error line does not name {where!r}: {line!r}"
-        for want in extra:
-            if want.startswith("!"):
-                assert want[1:] not in out.err, f"error says {want[1:]!r}: {out.err[-600:]!r}"
-            else:
-                assert want in line, f"error line lacks {want!r}: {line!r}"
+        check_one_error(rc, [l for l in out.err.splitlines() if "error:" in l], where, extra, out.err)
         if case.cli == "prepare":
             out_dir = Path(argv[argv.index("--out") + 1])
             if out_dir.is_dir():
@@ -1762,8 +1690,8 @@ def _proc(args: list[str]) -> subprocess.CompletedProcess:
 def test_real_subprocesses_exit_2_without_traceback(standin_data, tmp_path) -> None:
     raw = _copy(standin_data / "ntu_raw", tmp_path / "ntu")
     (raw / "S001C001P002R001A002.skeleton").mkdir()
-    scores = _pickle(tmp_path / "a.pkl", {"s0": np.ones(3)})
-    labels = _pickle(tmp_path / "l.pkl", (["s0"], [0]))
+    scores = write_pickle(tmp_path / "a.pkl", {"s0": np.ones(3)})
+    labels = write_pickle(tmp_path / "l.pkl", (["s0"], [0]))
     runs = {
         "prepare": _proc(["-m", "amanet_fast.data.prepare", "ntu60", "--split", "xsub", "--raw", str(raw),
                           "--out", str(tmp_path / "out")]),

@@ -13,48 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
-from .test_bad_inputs_corpus import TINY, _Evil, _pickle
+from .bad_inputs import Case, Cases, Ctx, Evil, check_one_error, run_main, train_tiny, write_pickle
 
 KCLIP = "--7VUM9MKg4"
 V, C = 18, 3  # the synthetic model's joints and channels
 
 
-@dataclass
-class Ctx:
-    tmp: Path
-    shared: Path
-    syn: Path
-    ckpt: Path
-    predictor: Any
-    monkeypatch: Any
-
-    @property
-    def marker(self) -> Path:
-        return self.tmp / "PWNED"
-
-
-@dataclass
-class Case:
-    name: str
-    cli: str        # predict | export | visualize | check | prepare | api
-    build: Callable[[Ctx], tuple]
-    expect: str     # error | finding | ok
-
-
-CASES: list[Case] = []
-
-
-def _add(name: str, cli: str, build: Callable, expect: str = "error") -> None:
-    CASES.append(Case(name, cli, build, expect))
+CASES = Cases()
+_add = CASES.add
 
 
 def _npy(c: Ctx, x: np.ndarray, name: str = "clip.npy", allow_pickle: bool = False) -> Path:
@@ -156,7 +129,7 @@ def _npy_object(c):
 
 def _npy_evil(c):
     p = c.tmp / "evil.npy"
-    _pickle(p, _Evil(c.marker))
+    write_pickle(p, Evil(c.marker))
     return ["--checkpoint", c.ckpt, p], p
 
 
@@ -258,7 +231,7 @@ def _pyskl_ann(c, kp: np.ndarray, score: bool) -> Path:
     ann = {"frame_dir": "a", "label": 0, "keypoint": kp, "total_frames": kp.shape[1], "img_shape": (480, 640)}
     if score:
         ann["keypoint_score"] = np.ones(kp.shape[:3], np.float32)
-    return _pickle(c.tmp / "ann.pkl", {"split": {"val": ["a"]}, "annotations": [ann]})
+    return write_pickle(c.tmp / "ann.pkl", {"split": {"val": ["a"]}, "annotations": [ann]})
 
 
 def _pyskl_3d(c):
@@ -274,7 +247,7 @@ def _pyskl_2d_ok(c):
 
 
 def _pyskl_evil(c):
-    p = _pickle(c.tmp / "ann.pkl", _Evil(c.marker))
+    p = write_pickle(c.tmp / "ann.pkl", Evil(c.marker))
     return ["--checkpoint", c.ckpt, p], p
 
 
@@ -510,7 +483,7 @@ def _manifest_edit(fn):
 
 
 def _evil_labels(c, d):
-    return _pickle(d / "val_label.pkl", _Evil(c.marker))
+    return write_pickle(d / "val_label.pkl", Evil(c.marker))
 
 
 CHECKS = {
@@ -520,7 +493,7 @@ CHECKS = {
     "check_random_bytes_label_pickle": _replace("val_label.pkl", lambda c: os.urandom(200)),
     "check_truncated_label_pickle": _truncate("val_label.pkl"),
     "check_evil_label_pickle": _evil_labels,
-    "check_label_pickle_3_tuple": lambda c, d: _pickle(d / "val_label.pkl", (["a"], [0], [1])),
+    "check_label_pickle_3_tuple": lambda c, d: write_pickle(d / "val_label.pkl", (["a"], [0], [1])),
     "check_manifest_not_utf8": _replace("manifest.json", lambda c: b'{"kind": "\xff"}'),
     "check_manifest_is_list": _replace("manifest.json", lambda c: b"[1, 2]"),
     "check_manifest_truncated": _truncate("manifest.json"),
@@ -537,15 +510,10 @@ _add("check_manifest_class_count_raised_ok", "check",
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, Path, Any]:
-    from amanet_fast.data.synthetic import ensure_synthetic
     from amanet_fast.predict import Predictor
-    from amanet_fast.training.cli import main
 
-    root = tmp_path_factory.mktemp("tools")
-    syn = Path(ensure_synthetic(root / "syn", seed=0, num_train=24, num_val=12))
-    wd = root / "wd"
-    assert main([*TINY, "--work-dir", str(wd), f"data.root={syn}", "--amp", "off"]) == 0
-    return syn, wd / "latest.pt", Predictor(wd / "latest.pt")
+    syn, ckpt = train_tiny(tmp_path_factory.mktemp("tools"), "--amp", "off")
+    return syn, ckpt, Predictor(ckpt)
 
 
 def _main(cli: str):
@@ -576,7 +544,7 @@ def test_tool_input(case: Case, model, shared_data, tmp_path, monkeypatch, capsy
     from amanet_fast.data.errors import DataFormatError
 
     syn, ckpt, predictor = model
-    c = Ctx(tmp_path, shared_data, syn, ckpt, predictor, monkeypatch)
+    c = Ctx(tmp=tmp_path, shared=shared_data, syn=syn, ckpt=ckpt, monkeypatch=monkeypatch, predictor=predictor)
     built = case.build(c)
     target, where = built[0], str(built[1])
     extra = built[2:]
@@ -588,10 +556,7 @@ def test_tool_input(case: Case, model, shared_data, tmp_path, monkeypatch, capsy
         except DataFormatError as err:
             rc, text = 2, f"error: {err}"
     else:
-        try:
-            rc = _main(case.cli)([str(a) for a in target])
-        except SystemExit as exit_:
-            rc = exit_.code
+        rc = run_main(_main(case.cli), target)
         out = capsys.readouterr()
         text = out.err + out.out
     monkeypatch.undo()
@@ -604,12 +569,7 @@ def test_tool_input(case: Case, model, shared_data, tmp_path, monkeypatch, capsy
     elif case.expect == "finding":
         assert rc == 1 and where in text, text[-600:]
     else:
-        errors = [line for line in text.splitlines() if line.startswith("error:")]
-        assert rc == 2, f"exit {rc} (expected 2): {text[-600:]!r}"
-        assert len(errors) == 1, text[-600:]
-        assert where in errors[0], f"error line does not name {where!r}: {errors[0]!r}"
-        for want in extra:
-            assert want in errors[0], f"error line lacks {want!r}: {errors[0]!r}"
+        check_one_error(rc, [line for line in text.splitlines() if line.startswith("error:")], where, extra, text)
 
 
 def test_corpus_size() -> None:

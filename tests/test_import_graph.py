@@ -21,6 +21,12 @@ PACKAGES = ("amanet_fast", "kernels", "benchmarks", "tools")
 # (empty: the data readers' circle through prepare went with data/engine.py)
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
+# Inference depends on the model, never on the trainer (docs/design.md): these modules, and
+# everything they reach, may not import amanet_fast.training.
+INFERENCE = ("amanet_fast.predict", "amanet_fast.export", "amanet_fast.visualize", "amanet_fast.stream",
+             "amanet_fast.pretrained", "amanet_fast.pretrained.__main__", "amanet_fast.ensemble")
+TRAINER = "amanet_fast.training"
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
@@ -167,6 +173,40 @@ def test_no_new_import_cycles():
     graph = import_graph()
     new = [c for c in cycles(graph) if not any(c <= known for known in KNOWN_CYCLES)]
     assert not new, "import circles:\n" + "\n".join(describe(graph, c) for c in new)
+
+
+def trainer_path(graph: dict[str, dict[str, int]], start: str) -> list[str] | None:
+    """A chain of imports from `start` into the trainer package, or None (breadth first: the shortest)."""
+    parent: dict[str, str | None] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        if node == TRAINER or node.startswith(TRAINER + "."):
+            chain = [node]
+            while parent[chain[-1]] is not None:
+                chain.append(parent[chain[-1]])
+            return chain[::-1]
+        for nxt in graph[node]:
+            if nxt not in parent:
+                parent[nxt] = node
+                queue.append(nxt)
+    return None
+
+
+@pytest.mark.parametrize("module", INFERENCE)
+def test_inference_never_imports_the_trainer(module):
+    graph = import_graph()
+    assert module in graph, f"{module} moved: update INFERENCE"
+    chain = trainer_path(graph, module)
+    assert chain is None, " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(chain, chain[1:])) + f" -> {chain[-1]}"
+
+
+def test_trainer_check_sees_function_level_imports():
+    graph = {"a": {"b": 3}, "b": {TRAINER + ".loop": 9}, TRAINER + ".loop": {}}
+    assert trainer_path(graph, "a") == ["a", "b", TRAINER + ".loop"]
+    real = import_graph()  # visualize reaches data/io through a function-local import
+    assert "amanet_fast.data.io" in real["amanet_fast.visualize"]
+    assert TRAINER + ".checkpoint" in real["tools.pack_pretrained"]  # tools may use the trainer
 
 
 @pytest.mark.parametrize("known", [pytest.param(k, marks=pytest.mark.xfail(reason=r, strict=True),

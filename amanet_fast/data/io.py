@@ -43,6 +43,9 @@ __all__ = [
     "open_prepared_array",
     "check_sampled_finite",
     "write_json_atomic",
+    "cache_dir",
+    "data_root",
+    "data_dir",
 ]
 
 log = logging.getLogger("amanet_fast.data.io")
@@ -179,6 +182,29 @@ def data_file(split: str) -> str:
 def label_file(split: str) -> str:
     return f"{split}_label.pkl"
 
+
+def cache_dir() -> Path:
+    """$AMANET_CACHE, else ~/.cache/amanet_fast (the synthetic demo is prepared there)."""
+    env = os.environ.get("AMANET_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "amanet_fast"
+
+
+def data_root(cfg: dict[str, Any]) -> Path:
+    """The prepared data's root folder a resolved training config names (data.root, dataset)."""
+    root = cfg["data"]["root"]
+    if root:
+        return Path(root).expanduser()
+    if cfg["dataset"] == "synthetic":
+        return cache_dir() / "synthetic"
+    base = os.environ.get("AMANET_DATA")
+    return (Path(base).expanduser() if base else Path("data")) / cfg["dataset"]
+
+
+def data_dir(cfg: dict[str, Any]) -> Path:
+    """data_root plus the config's split folder: where its manifest and arrays are."""
+    root = data_root(cfg)
+    split = cfg["data"]["split"]
+    return root / str(split) if split else root
 
 
 # Manifest keys readers rely on, with the type each must have.

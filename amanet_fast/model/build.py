@@ -8,23 +8,25 @@ expressed. Training passes the prepared data's own layout (a `SkeletonLayout`
 or its JSON dict), class count and coordinate kind as overrides, so the
 network always matches the data. `ModelConfig.to_dict()` is JSON-able and
 `model_from_dict` rebuilds exactly that network (checkpoints store it).
+`kernel_backend` is accepted beside the overrides but is not part of the
+config: it chooses how the network runs, not what it is (model/config.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import kernels
 import torch.nn as nn
 
-from ..graphs import SkeletonLayout, get_layout
+from ..graphs import get_layout
 from ..registry import DATASETS as _REGISTRY, coord_dims as _coord_dims
 from ..streams import STREAMS
 from .attention import STFEM_BIASES
-from .dp import DP_MODES, DataPreprocessing
-from .network import BlockOptions, SkeletonNet
+from .config import RUN_TIME_CHOICES, ModelConfig
+from .dp import DP_MODES
+from .network import SkeletonNet
 
 logger = logging.getLogger("amanet_fast.model")
 
@@ -38,56 +40,9 @@ ORDERS = ("sfem_tfem", "tfem_sfem")
 DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Every knob of the network. Field names are the override names of `build_model`."""
-
-    arch: str
-    dataset: str
-    num_class: int
-    layout: SkeletonLayout                # a name or JSON dict given to resolve_config becomes the object
-    num_gcn_scales: int
-    num_g3d_scales: int
-    coord_dims: int                      # 3 (x, y, z) or 2 (x, y + trailing score channels)
-    in_channels: int = 3
-    num_person: int = 2
-    channels: tuple[int, ...] = (96, 192, 384)
-    strides: tuple[int, ...] = (1, 2, 2)
-    windows: tuple[int, ...] = (3, 5)    # G3D and STFEM window sizes τ
-    stream: str = "joint"
-    dp: bool = False
-    dp_mode: str = "alien"
-    dp_scale: float = 1.2                # s of the alien coordinates (paper Fig. 7)
-    msgcn: bool = True                   # False: SFEM replaces MS-GCN (Table 4 "GCN->SFEM")
-    g3d: bool = True                     # False: STFEM replaces MS-G3D (Table 6 "G3D->STFEM")
-    sfem: bool = False
-    tfem: bool = False
-    stfem: bool = False
-    order: str = "sfem_tfem"             # Table 9
-    alpha: float = 0.8
-    beta: float = 0.8
-    group: int = 5                       # g of FF
-    tfem_ff: bool = True                 # Table 5 rows: FF / JF alone
-    tfem_jf: bool = True
-    jf_kernel: int | None = None         # R of JF's temporal conv; None = group (paper: R = g)
-    stfem_ratio: float = 0.25
-    stfem_bias: str = "a_hat"            # STFEM bias block: Â (default) or eq. 13's binary A ("adjacency")
-    heads: int | None = None             # None: width // head_dim per module
-    head_dim: int = 24
-    kernel_backend: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        d["layout"] = get_layout(self.layout).to_dict()
-        for name in ("channels", "strides", "windows"):
-            d[name] = list(d[name])
-        return d
-
-
+# What build_model accepts: the network's fields, then the run-time choices.
 OVERRIDES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig)
-                                   if f.name not in ("arch", "dataset", "extra"))
+                                   if f.name not in ("arch", "dataset", "extra")) + RUN_TIME_CHOICES
 
 
 def _fail(name: str, expected: str, value: Any) -> None:
@@ -130,8 +85,6 @@ def _check(cfg: ModelConfig) -> None:
         _fail("stfem_bias", f"one of {STFEM_BIASES}", cfg.stfem_bias)
     if cfg.order not in ORDERS:
         _fail("order", f"one of {ORDERS}", cfg.order)
-    if cfg.kernel_backend not in KERNEL_BACKENDS:
-        _fail("kernel_backend", f"one of {KERNEL_BACKENDS}", cfg.kernel_backend)
     if not cfg.msgcn and not cfg.sfem:
         _fail("msgcn", "True unless sfem=True replaces it", cfg.msgcn)
     if cfg.tfem and not (cfg.tfem_ff or cfg.tfem_jf):
@@ -165,6 +118,10 @@ def resolve_config(arch: str, dataset: str, **overrides: Any) -> ModelConfig:
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise TypeError(f"build_model: unknown override(s) {unknown}; valid overrides: {', '.join(OVERRIDES)}")
+    run_time = sorted(set(overrides) & set(RUN_TIME_CHOICES))
+    if run_time:
+        raise TypeError(f"resolve_config: {', '.join(run_time)} chooses how the network runs, not what it is; "
+                        "pass it to build_model or model_from_config")
     info = _REGISTRY[dataset]
     values: dict[str, Any] = dict(num_gcn_scales=info.num_gcn_scales, num_g3d_scales=info.num_g3d_scales)
     if info.layout is not None:
@@ -194,8 +151,11 @@ def resolve_config(arch: str, dataset: str, **overrides: Any) -> ModelConfig:
 
 
 def config_from_dict(d: dict[str, Any]) -> ModelConfig:
-    """Inverse of `ModelConfig.to_dict()` (e.g. a checkpoint's `model_config`), checked like any config."""
-    d = dict(d)
+    """Inverse of `ModelConfig.to_dict()` (e.g. a checkpoint's `model_config`), checked like any config.
+
+    Run-time choices that older checkpoints stored beside the network are dropped: the caller picks them.
+    """
+    d = {k: v for k, v in d.items() if k not in RUN_TIME_CHOICES}
     arch, dataset = d.pop("arch"), d.pop("dataset")
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(d) - known)
@@ -204,30 +164,15 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return resolve_config(arch, dataset, **d)
 
 
-def model_from_dict(d: dict[str, Any]) -> SkeletonNet:
+def model_from_dict(d: dict[str, Any], kernel_backend: str = "auto") -> SkeletonNet:
     """The exact network a `ModelConfig.to_dict()` describes (weights not loaded)."""
-    return model_from_config(config_from_dict(d))
+    return model_from_config(config_from_dict(d), kernel_backend)
 
 
-def model_from_config(cfg: ModelConfig) -> SkeletonNet:
-    layout = cfg.layout
-    options = BlockOptions(
-        num_gcn_scales=cfg.num_gcn_scales, num_g3d_scales=cfg.num_g3d_scales, windows=cfg.windows,
-        msgcn=cfg.msgcn, g3d=cfg.g3d, sfem=cfg.sfem, tfem=cfg.tfem, stfem=cfg.stfem, order=cfg.order,
-        alpha=float(cfg.alpha), beta=float(cfg.beta), group=cfg.group, tfem_ff=cfg.tfem_ff,
-        tfem_jf=cfg.tfem_jf, jf_kernel=cfg.jf_kernel if cfg.jf_kernel is not None else cfg.group,
-        stfem_ratio=float(cfg.stfem_ratio), heads=cfg.heads, head_dim=cfg.head_dim,
-        kernel_backend=cfg.kernel_backend, stfem_bias=cfg.stfem_bias,
-    )
-    dp = None
-    if cfg.dp:
-        # The score channel is a confidence only on the joint stream (bone differences it).
-        dp = DataPreprocessing(layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims, cfg.in_channels,
-                               confidence=cfg.stream == "joint" and cfg.in_channels > cfg.coord_dims)
-    model = SkeletonNet(layout, cfg.num_class, cfg.in_channels, cfg.num_person, cfg.channels, cfg.strides,
-                        options, dp)
-    model.config = cfg  # type: ignore[assignment]
-    return model
+def model_from_config(cfg: ModelConfig, kernel_backend: str = "auto") -> SkeletonNet:
+    if kernel_backend not in KERNEL_BACKENDS:
+        _fail("kernel_backend", f"one of {KERNEL_BACKENDS}", kernel_backend)
+    return SkeletonNet(cfg, kernel_backend)
 
 
 def build_model(arch: str, dataset: str, **overrides: Any) -> nn.Module:
@@ -236,9 +181,10 @@ def build_model(arch: str, dataset: str, **overrides: Any) -> nn.Module:
     Raises TypeError for an unknown override (listing the valid ones) and
     ValueError for a bad value.
     """
+    kernel_backend = overrides.pop("kernel_backend", "auto")
     cfg = resolve_config(arch, dataset, **overrides)
-    model = model_from_config(cfg)
+    model = model_from_config(cfg, kernel_backend)
     if cfg.sfem or cfg.stfem or (cfg.tfem and cfg.tfem_ff):
         logger.info("%s/%s: attention kernels backend=%r (auto = Triton on CUDA, eager otherwise)",
-                    arch, dataset, cfg.kernel_backend)
+                    arch, dataset, kernel_backend)
     return model

@@ -7,44 +7,18 @@ row of the paper is one configuration (see `ablations.py`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..graphs import SkeletonLayout
+from .config import ModelConfig
 from .dp import DataPreprocessing
 from .msg3d import MultiScaleGraphConv, MultiScaleTemporalConv, MultiWindowG3D
 
 logger = logging.getLogger("amanet_fast.model")
 
-__all__ = ["BlockOptions", "Block", "SkeletonNet"]
-
-
-@dataclass(frozen=True)
-class BlockOptions:
-    num_gcn_scales: int
-    num_g3d_scales: int
-    windows: tuple[int, ...]
-    msgcn: bool
-    g3d: bool
-    sfem: bool
-    tfem: bool
-    stfem: bool
-    order: str
-    alpha: float
-    beta: float
-    group: int
-    tfem_ff: bool
-    tfem_jf: bool
-    jf_kernel: int
-    stfem_ratio: float
-    heads: int | None
-    head_dim: int
-    kernel_backend: str
-    stfem_bias: str = "a_hat"
+__all__ = ["Block", "SkeletonNet"]
 
 
 class Block(nn.Module):
@@ -56,45 +30,45 @@ class Block(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, first: bool,
-                 adjacency: np.ndarray, o: BlockOptions) -> None:
+                 adjacency: np.ndarray, o: ModelConfig, backend: str) -> None:
         super().__init__()
         if o.sfem or o.tfem or o.stfem:  # MS-G3D alone does not need the kernels package
             from .attention import SFEM, STFEM, TFEM
 
         # MS-G3D's first block lifts channels in its graph conv; later ones in the MS-TCN.
         mid = out_channels if first else in_channels
-        heads = dict(heads=o.heads, head_dim=o.head_dim)
+        heads = dict(heads=o.heads, head_dim=o.head_dim, backend=backend)
+        alpha, beta = float(o.alpha), float(o.beta)
+        jf_kernel = o.jf_kernel if o.jf_kernel is not None else o.group
         factorized: list[nn.Module] = []
         sfem_first = o.sfem and o.order == "sfem_tfem"
         if o.msgcn:
             if sfem_first:
-                factorized.append(SFEM(in_channels, in_channels, adjacency, o.alpha, backend=o.kernel_backend, **heads))
+                factorized.append(SFEM(in_channels, in_channels, adjacency, alpha, **heads))
             factorized.append(MultiScaleGraphConv(o.num_gcn_scales, in_channels, mid, adjacency))
         elif o.sfem:
-            factorized.append(SFEM(in_channels, mid, adjacency, o.alpha, backend=o.kernel_backend, **heads))
+            factorized.append(SFEM(in_channels, mid, adjacency, alpha, **heads))
         else:
             raise ValueError("a block needs a spatial module: enable msgcn or sfem")
         if o.tfem:
-            factorized.append(TFEM(mid, out_channels, stride, o.group, o.tfem_ff, o.tfem_jf, o.jf_kernel,
-                                   backend=o.kernel_backend, **heads))
+            factorized.append(TFEM(mid, out_channels, stride, o.group, o.tfem_ff, o.tfem_jf, jf_kernel, **heads))
         else:
             factorized.append(MultiScaleTemporalConv(mid, out_channels, stride=stride))
             factorized.append(MultiScaleTemporalConv(out_channels, out_channels, activation=False))
         if o.sfem and o.msgcn and o.order == "tfem_sfem":
-            factorized.append(SFEM(out_channels, out_channels, adjacency, o.alpha, backend=o.kernel_backend,
-                                   **heads))
+            factorized.append(SFEM(out_channels, out_channels, adjacency, alpha, **heads))
         self.factorized = nn.Sequential(*factorized)
 
         g3d: list[nn.Module] = []
         if o.g3d:
             if o.stfem:
-                g3d.append(STFEM(in_channels, in_channels, 1, adjacency, o.beta, o.windows, o.stfem_ratio,
-                                 backend=o.kernel_backend, bias=o.stfem_bias, **heads))
+                g3d.append(STFEM(in_channels, in_channels, 1, adjacency, beta, o.windows, float(o.stfem_ratio),
+                                 bias=o.stfem_bias, **heads))
             g3d.append(MultiWindowG3D(in_channels, out_channels, adjacency, o.num_g3d_scales, o.windows, stride,
                                       embed_to_out=first))
         elif o.stfem:
-            g3d.append(STFEM(in_channels, out_channels, stride, adjacency, o.beta, o.windows, o.stfem_ratio,
-                             backend=o.kernel_backend, bias=o.stfem_bias, **heads))
+            g3d.append(STFEM(in_channels, out_channels, stride, adjacency, beta, o.windows, float(o.stfem_ratio),
+                             bias=o.stfem_bias, **heads))
         self.g3d = nn.Sequential(*g3d) if g3d else None
         self.tcn = MultiScaleTemporalConv(out_channels, out_channels)
 
@@ -114,23 +88,29 @@ class SkeletonNet(nn.Module):
     data's own convention for an absent body.
     """
 
-    def __init__(self, layout: SkeletonLayout, num_class: int, in_channels: int, num_person: int,
-                 channels: tuple[int, ...], strides: tuple[int, ...], options: BlockOptions,
-                 dp: DataPreprocessing | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, kernel_backend: str = "auto") -> None:
         super().__init__()
+        channels, strides = cfg.channels, cfg.strides
         if len(channels) != len(strides) or not channels:
             raise ValueError(f"channels {channels} and strides {strides} must be non-empty and of equal length")
-        self.layout, self.num_class, self.in_channels, self.num_person = layout, num_class, in_channels, num_person
-        self.dp = dp
-        model_in = dp.out_channels if dp is not None else in_channels
-        self.data_bn = nn.BatchNorm1d(num_person * layout.num_joints * model_in)
-        adjacency = layout.adjacency()
+        self.config, self.kernel_backend = cfg, kernel_backend
+        self.layout, self.num_class, self.in_channels, self.num_person = (cfg.layout, cfg.num_class,
+                                                                          cfg.in_channels, cfg.num_person)
+        self.dp = None
+        if cfg.dp:
+            # The score channel is a confidence only on the joint stream (bone differences it).
+            self.dp = DataPreprocessing(cfg.layout, cfg.dp_mode, float(cfg.dp_scale), cfg.coord_dims,
+                                        cfg.in_channels,
+                                        confidence=cfg.stream == "joint" and cfg.in_channels > cfg.coord_dims)
+        model_in = self.dp.out_channels if self.dp is not None else cfg.in_channels
+        self.data_bn = nn.BatchNorm1d(cfg.num_person * cfg.layout.num_joints * model_in)
+        adjacency = cfg.layout.adjacency()
         blocks, c_in = [], model_in
         for i, (c_out, stride) in enumerate(zip(channels, strides)):
-            blocks.append(Block(c_in, c_out, stride, i == 0, adjacency, options))
+            blocks.append(Block(c_in, c_out, stride, i == 0, adjacency, cfg, kernel_backend))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.fc = nn.Linear(c_in, num_class)
+        self.fc = nn.Linear(c_in, cfg.num_class)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:

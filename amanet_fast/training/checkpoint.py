@@ -1,16 +1,15 @@
-"""Checkpoints that survive preemption and detect damage.
+"""Writing checkpoints that survive preemption, and what only training reads back.
 
-A checkpoint is an ordinary `torch.save` zip (so `torch.load` reads it) whose
-zip comment carries a SHA-256 of the payload: silent bit rot in tensor data,
-which the zip reader does not notice, is caught on load. Files are written
-atomically, and loading uses `weights_only=True` (RNG states are stored as
-tensors and plain Python values so no pickle of arbitrary objects is needed).
+The file format, its loader and the model's record live with the model
+(model/record.py), which inference uses without the trainer. Here: the
+sealed, atomic write, the RNG states (stored as tensors and plain Python
+values so `weights_only=True` loading needs no pickle of arbitrary objects),
+and the checks --eval-only and resume make before reusing a checkpoint.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,13 @@ import numpy as np
 import torch
 
 from ..atomic import write_bytes_atomic
+from ..model.record import (FORMAT_VERSION, REQUIRED_KEYS, TAG, CheckpointError, load_checkpoint,
+                            model_from_checkpoint, model_record, network_from_state)
 
-FORMAT_VERSION = 1
-_TAG = b"amanet-fast-sha256:"
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "model_record", "model_from_checkpoint",
+           "capture_rng_state", "restore_rng_state", "rebuild_model", "check_matches_data"]
+
 _EOCD_SIG = b"PK\x05\x06"
-REQUIRED_KEYS = ("format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, damaged or not an amanet-fast checkpoint."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -73,25 +70,8 @@ def _as_tuples(obj: Any) -> Any:
 def _seal(payload: bytes) -> bytes:
     if payload[-22:-18] != _EOCD_SIG or payload[-2:] != b"\x00\x00":
         raise CheckpointError("torch.save produced an unexpected container; cannot add a checksum")
-    comment = _TAG + hashlib.sha256(payload).hexdigest().encode("ascii")
+    comment = TAG + hashlib.sha256(payload).hexdigest().encode("ascii")
     return payload[:-2] + len(comment).to_bytes(2, "little") + comment
-
-
-def _verify(path: Path, data: bytes) -> None:
-    tag_at = data.rfind(_TAG, max(0, len(data) - 200))
-    if tag_at < 0:
-        raise CheckpointError(
-            f"checkpoint {path} has no amanet-fast checksum: it is truncated, damaged, or not written by amanet-fast"
-        )
-    comment = data[tag_at:]
-    expected = comment[len(_TAG):].decode("ascii", errors="replace")
-    payload = data[: tag_at - 2] + b"\x00\x00"
-    actual = hashlib.sha256(payload).hexdigest()
-    if actual != expected:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt: its SHA-256 is {actual[:16]}..., the recorded one {expected[:16]}... "
-            "(damaged on disk or during copy); delete it to start over or point --checkpoint at another file"
-        )
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -101,86 +81,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buf)
     return write_bytes_atomic(path, _seal(buf.getvalue()))
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and verify a checkpoint (a path, or the name of a shipped one: amanet_fast.pretrained);
-    any damage becomes a CheckpointError naming the file."""
-    from ..pretrained import PretrainedError, names_hint, resolve_checkpoint
-
-    try:
-        path = resolve_checkpoint(path)
-    except PretrainedError as err:
-        raise CheckpointError(str(err)) from None
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        what = "is a dangling symlink" if path.is_symlink() else f"does not exist (nor is it a pretrained name; {names_hint()})"
-        raise CheckpointError(f"checkpoint {path} {what}") from None
-    except OSError as err:  # a directory, a symlink loop, unreadable
-        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from None
-    if len(data) < 22:
-        raise CheckpointError(f"checkpoint {path} is corrupt: only {len(data)} bytes")
-    _verify(path, data)
-    try:
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refused an object: loading it would run code. Never offer to lift that.
-        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data; refused, "
-                              "since loading them could run code (not a checkpoint written by amanet-fast)") from None
-    except Exception as err:  # zip / format errors of all kinds
-        msg = str(err).splitlines()[0][:200] if str(err) else ""
-        raise CheckpointError(f"checkpoint {path} could not be read: {type(err).__name__}: {msg}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} does not hold a mapping (got {type(state).__name__})")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: not an amanet-fast training checkpoint")
-    if not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
-        raise CheckpointError(f"checkpoint {path}: 'config' and 'model' must be mappings; not an amanet-fast checkpoint")
-    if not isinstance(state["format_version"], int) or not isinstance(state["epoch"], int):
-        raise CheckpointError(f"checkpoint {path}: 'format_version' and 'epoch' must be integers")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {state['format_version']}, this code reads <= {FORMAT_VERSION}"
-        )
-    return state
-
-
-# ----------------------------------------------------------------------------- the model a checkpoint holds
-# Checkpoints carry the network's description beside its weights, so eval, resume and later tools
-# (predict, export) rebuild exactly the trained model:
-#   state["layout"]       the skeleton layout's JSON dict (docs/design.md §4; graphs.layout_from_dict reads it)
-#   state["model_config"] ModelConfig.to_dict() (JSON-able; model.build.model_from_dict rebuilds it)
-#   state["classes"]      class names in label order
-#   state["data_channels"] meaning of the input channels, e.g. ["x", "y", "score"]
-#   state["inputs"]       data.inputs.InputSpec.to_dict(): how evaluation turned a clip into model input
-
-
-def model_record(model: Any, layout: Any, classes: list[str], channels: list[str] | None,
-                 inputs: Any = None) -> dict[str, Any]:
-    """The description of `model` to store in its checkpoints (empty parts for foreign model classes)."""
-    rec: dict[str, Any] = {"classes": list(classes)}
-    if inputs is not None:
-        rec["inputs"] = inputs.to_dict()
-    if layout is not None:
-        rec["layout"] = layout.to_dict()
-    if channels:
-        rec["data_channels"] = list(channels)
-    cfg = getattr(model, "config", None)
-    if hasattr(cfg, "to_dict"):
-        rec["model_config"] = cfg.to_dict()
-    return rec
-
-
-def model_from_checkpoint(state: dict[str, Any], kernel_backend: str | None = None) -> Any:
-    """The trained network of a checkpoint, weights loaded (for predict / export tools)."""
-    model = rebuild_model(state, kernel_backend or state.get("model_config", {}).get("kernel_backend", "auto"))
-    if model is None:
-        raise CheckpointError("checkpoint has no model_config (written before layouts were stored): "
-                              "rebuild the model from its training config instead")
-    model.load_state_dict(state["model"])
-    return model
 
 
 def rebuild_model(state: dict[str, Any], kernel_backend: str, log: Any = None, cfg: dict[str, Any] | None = None,
@@ -199,9 +99,7 @@ def rebuild_model(state: dict[str, Any], kernel_backend: str, log: Any = None, c
             if old != new:
                 raise CheckpointError(f"{path}: --eval-only rebuilds the trained model, but {section}.{key} is "
                                       f"{new!r} here and {old!r} in the checkpoint; drop that override")
-    from ..model.build import model_from_dict
-
-    model = model_from_dict({**state["model_config"], "kernel_backend": kernel_backend})
+    model = network_from_state(state, kernel_backend)
     if log is not None:
         log.info("model: rebuilt from the checkpoint's model_config (layout %s, %d classes)",
                  model.config.layout.name, model.config.num_class)

@@ -5,7 +5,6 @@ folder's manifest describes the data (layout, classes, channels): the model is
 built from it, whatever recipe (--dataset) trains it."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,33 +13,13 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from ..data.engine import cpu_cores
+from ..data.io import data_dir, data_root
 from ..graphs import SkeletonLayout
 from ..registry import DATASETS, get_dataset
 
 
 class MissingDataError(RuntimeError):
     """Prepared data is absent; the message says how to prepare it."""
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("AMANET_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "amanet_fast"
-
-
-def data_root(cfg: dict[str, Any]) -> Path:
-    root = cfg["data"]["root"]
-    if root:
-        return Path(root).expanduser()
-    if cfg["dataset"] == "synthetic":
-        return cache_dir() / "synthetic"
-    base = os.environ.get("AMANET_DATA")
-    return (Path(base).expanduser() if base else Path("data")) / cfg["dataset"]
-
-
-def data_dir(cfg: dict[str, Any]) -> Path:
-    root = data_root(cfg)
-    split = cfg["data"]["split"]
-    return root / str(split) if split else root
 
 
 def _is_prepared(d: Path) -> bool:
