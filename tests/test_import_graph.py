@@ -1,9 +1,8 @@
 """No import circles among the repository's packages.
 
 The graph is built statically (ast), so it also sees imports inside functions,
-which a circle can hide behind until the one call that runs them. A known circle
-is allowed only if it is listed in KNOWN_CYCLES with the reason; it is also an
-xfail(strict) test, so the entry must go when the circle is broken.
+which a circle can hide behind until the one call that runs them. No circle is
+allowed (the last one, the data readers' through prepare, went with data/engine.py).
 
     python -m tests.test_import_graph    # print the graph's layers
 """
@@ -16,10 +15,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("amanet_fast", "kernels", "benchmarks", "tools")
-
-# Each entry: the modules of one strongly connected component that may exist, and why.
-# (empty: the data readers' circle through prepare went with data/engine.py)
-KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 # Inference depends on the model, never on the trainer (docs/design.md): these modules, and
 # everything they reach, may not import amanet_fast.training.
@@ -169,10 +164,15 @@ def test_graph_sees_function_level_and_relative_imports():
     assert all(not t.startswith("amanet_fast") for m in graph if m.startswith("kernels") for t in graph[m])
 
 
-def test_no_new_import_cycles():
+def test_cycle_finder_sees_a_circle():
+    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
+    assert cycles(graph) == [frozenset({"a", "b", "c"})]
+
+
+def test_no_import_cycles():
     graph = import_graph()
-    new = [c for c in cycles(graph) if not any(c <= known for known in KNOWN_CYCLES)]
-    assert not new, "import circles:\n" + "\n".join(describe(graph, c) for c in new)
+    found = cycles(graph)
+    assert not found, "import circles:\n" + "\n".join(describe(graph, c) for c in found)
 
 
 def trainer_path(graph: dict[str, dict[str, int]], start: str) -> list[str] | None:
@@ -207,14 +207,6 @@ def test_trainer_check_sees_function_level_imports():
     real = import_graph()  # visualize reaches data/io through a function-local import
     assert "amanet_fast.data.io" in real["amanet_fast.visualize"]
     assert TRAINER + ".checkpoint" in real["tools.pack_pretrained"]  # tools may use the trainer
-
-
-@pytest.mark.parametrize("known", [pytest.param(k, marks=pytest.mark.xfail(reason=r, strict=True),
-                                                id="+".join(sorted(m.rpartition(".")[2] for m in k)))
-                                   for k, r in KNOWN_CYCLES.items()])
-def test_known_cycle_is_gone(known):
-    graph = import_graph()
-    assert not any(c & known for c in cycles(graph)), describe(graph, next(c for c in cycles(graph) if c & known))
 
 
 if __name__ == "__main__":
