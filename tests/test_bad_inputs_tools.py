@@ -540,15 +540,15 @@ def _hashes(*roots: Path) -> dict[Path, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_tool_input(case: Case, model, shared_data, tmp_path, monkeypatch, capsys) -> None:
+def test_tool_input(case: Case, model, standin_data, tmp_path, monkeypatch, capsys) -> None:
     from amanet_fast.data.errors import DataFormatError
 
     syn, ckpt, predictor = model
-    c = Ctx(tmp=tmp_path, shared=shared_data, syn=syn, ckpt=ckpt, monkeypatch=monkeypatch, predictor=predictor)
+    c = Ctx(tmp=tmp_path, shared=standin_data, syn=syn, ckpt=ckpt, monkeypatch=monkeypatch, predictor=predictor)
     built = case.build(c)
     target, where = built[0], str(built[1])
     extra = built[2:]
-    before = _hashes(tmp_path, ckpt, syn, shared_data / "kinetics_raw")
+    before = _hashes(tmp_path, ckpt, syn, standin_data / "kinetics_raw")
     if case.cli == "api":
         try:
             target()
