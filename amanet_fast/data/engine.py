@@ -25,7 +25,7 @@ from .errors import DataFormatError
 from .io import FORMAT_VERSION, NUM_FRAMES, NUM_PERSONS, PreparedWriter, data_file, label_file
 from .plan import DatasetPlan, LoadResult, Problems, Sample
 
-__all__ = ["run_plan", "results", "worker_pool", "cpu_cores", "report_plan_outcome"]
+__all__ = ["run_plan", "results", "worker_pool", "usable_cores", "cpu_cores", "report_plan_outcome"]
 
 log = logging.getLogger("amanet_fast.data.prepare")
 
@@ -49,14 +49,19 @@ def results(plan: DatasetPlan, samples: list[Sample], pool, workers: int) -> Ite
     yield from pool.imap(partial(_load_guarded, plan.load), samples, chunksize=chunk)
 
 
-def cpu_cores() -> int:
-    """CPU cores this process may use (its affinity mask, e.g. a scheduler's allocation)."""
+def usable_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask, e.g. a scheduler's allocation)."""
     import os
 
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def cpu_cores() -> int:
+    """How many cores this process may use."""
+    return len(usable_cores())
 
 
 def _worker_init(parent: int) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from ..data.engine import usable_cores
 
 __all__ = ["CpuSnapshot", "LoadProbe", "usable_cores", "choose_threads", "measure_other_load", "ThreadPolicy",
            "ThreadGovernor"]
@@ -25,14 +26,6 @@ _IDLE_COLUMNS = (3, 4)
 STARTUP_WINDOW_S = 0.3  # 30 jiffies per core at HZ=100: ~0.03 core resolution, short next to start-up
 WINDOW_S = 5.0  # training seconds per re-check: several steps even of full-size models, ~2 per demo epoch
 SPARE = 0.25  # take a core only if other processes leave at least 0.75 of it free (floor(free + SPARE))
-
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on (its affinity mask; all of them off Linux)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return list(range(os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
