@@ -117,7 +117,7 @@ def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> 
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
                 busy = err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-                left.append(f"{d}: temp folder of a running preparation{_holder(fd)}; left alone" if busy else
+                left.append(f"{d}: temp folder of a running preparation{_holder(_holder_record(fd))}; left alone" if busy else
                             f"{d}: cannot tell whether its preparation still runs (locking: {err.strerror}); "
                             "delete it if no prepare is writing here")
                 continue
@@ -126,14 +126,14 @@ def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> 
             if (holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
                     and _pid_alive(pid) and _proc_start(pid) < float(holder.get("started", 0)) + 2):  # btime: whole s
                 # lock granted while its writer lives: a filesystem without flock; trust the record
-                left.append(f"{d}: temp folder of a running preparation{_holder(fd)}; left alone")
+                left.append(f"{d}: temp folder of a running preparation{_holder(holder)}; left alone")
                 continue
             shutil.rmtree(d, ignore_errors=True)
             if d.exists():
-                left.append(f"{d}: temp folder of an interrupted preparation{_holder(fd)} could not be removed "
+                left.append(f"{d}: temp folder of an interrupted preparation{_holder(holder)} could not be removed "
                             "(permissions?); delete it")
             else:
-                removed.append(f"{d}: removed the temp folder of an interrupted preparation{_holder(fd)}")
+                removed.append(f"{d}: removed the temp folder of an interrupted preparation{_holder(holder)}")
         finally:
             os.close(fd)
     return removed, left
@@ -160,8 +160,7 @@ def _holder_record(fd: int) -> dict:
         return {}
 
 
-def _holder(fd: int) -> str:
-    rec = _holder_record(fd)
+def _holder(rec: dict) -> str:
     if not rec:
         return ""
     started = rec.get("started")
