@@ -117,11 +117,11 @@ def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> 
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
                 busy = err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-                left.append(f"{d}: temp folder of a running preparation{_holder(_holder_record(fd))}; left alone" if busy else
+                left.append(f"{d}: temp folder of a running preparation{_holder(read_owner_record(fd))}; left alone" if busy else
                             f"{d}: cannot tell whether its preparation still runs (locking: {err.strerror}); "
                             "delete it if no prepare is writing here")
                 continue
-            holder = _holder_record(fd)
+            holder = read_owner_record(fd)
             pid = holder.get("pid")
             if (holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
                     and _pid_alive(pid) and _proc_start(pid) < float(holder.get("started", 0)) + 2):  # btime: whole s
@@ -151,7 +151,8 @@ def _proc_start(pid: int) -> float:
         return float("-inf")  # unknown: take the record's word that it lives
 
 
-def _holder_record(fd: int) -> dict:
+def read_owner_record(fd: int) -> dict:
+    """The JSON owner record (pid, host, started) in an open lock file; {} when empty or unreadable."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         rec = json.loads(os.read(fd, 4096).decode() or "{}")

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data.io import read_owner_record
+
 LOCK_NAME = ".lock"
 
 
@@ -56,16 +58,6 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
 
 
-def _read_holder(fd: int) -> dict[str, Any]:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        raw = os.read(fd, 4096)
-        holder = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-        return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 class WorkDirLock:
     """Exclusive ownership of a work dir for the lifetime of one run."""
 
@@ -81,7 +73,7 @@ class WorkDirLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
-                holder = _read_holder(fd)
+                holder = read_owner_record(fd)
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
@@ -97,7 +89,7 @@ class WorkDirLock:
             os.close(fd)
         else:
             raise WorkDirBusyError(f"{path}: could not take the work dir lock (it keeps being replaced)")
-        holder = _read_holder(fd)
+        holder = read_owner_record(fd)
         warnings: list[str] = []
         if holder:
             pid, host = holder.get("pid"), holder.get("host")
