@@ -493,8 +493,6 @@ def spatio_temporal_adjacency(a: np.ndarray, window: int) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     p = ArgumentParser(prog="python -m amanet_fast.graphs",
                                 description="Skeleton layouts: list the built-in ones, write one out as a JSON "
                                             "layout file, or validate a layout file.")

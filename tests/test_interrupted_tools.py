@@ -5,8 +5,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
-
 
 def test_sigterm_during_eval_only_does_not_promise_a_resume(tmp_path, monkeypatch, capsys):
     from amanet_fast.data.synthetic import ensure_synthetic

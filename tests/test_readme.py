@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import json
 import pickle
 import re

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     rows.sort()
-    print(f"\n| seed | threads | val top-1 | train wall s | CPU s | pass |\n|---:|---:|---:|---:|---:|:---:|")
+    print("\n| seed | threads | val top-1 | train wall s | CPU s | pass |\n|---:|---:|---:|---:|---:|:---:|")
     for seed, threads, top1, train_s, cpu, ok, rc in rows:
         print(f"| {seed} | {threads} | {100 * top1:.1f}% | {train_s:.1f} | {cpu:.1f} | {'yes' if ok else 'NO'} |")
     failed = [r for r in rows if not r[5]]

@@ -12,21 +12,17 @@ removes the folder of a dead writer and leaves a live one's (`sweep_temp_dirs`).
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
 import logging
 import os
 import pickle
 import shutil
-import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import safe_pickle
+from .. import owner_lock, safe_pickle
 from ..atomic import write_json_atomic
 from .errors import DataFormatError
 
@@ -68,25 +64,14 @@ class OwnedTempDir:
     def __init__(self, parent: Path, prefix: str) -> None:
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         self._fd = os.open(self.path / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else can hold it
-        os.write(self._fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                       "started": time.time()}).encode())
+        owner_lock.take(self._fd)  # a fresh file: nobody else can hold it
+        owner_lock.write_record(self._fd)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> tuple[list[str], list[str]]:
@@ -114,59 +99,24 @@ def sweep_temp_dirs(parent: Path, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> 
             continue
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                ours, holder = owner_lock.take(fd)
             except OSError as err:
-                busy = err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-                left.append(f"{d}: temp folder of a running preparation{_holder(read_owner_record(fd))}; left alone" if busy else
-                            f"{d}: cannot tell whether its preparation still runs (locking: {err.strerror}); "
+                left.append(f"{d}: cannot tell whether its preparation still runs (locking: {err.strerror}); "
                             "delete it if no prepare is writing here")
                 continue
-            holder = read_owner_record(fd)
-            pid = holder.get("pid")
-            if (holder.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
-                    and _pid_alive(pid) and _proc_start(pid) < float(holder.get("started", 0)) + 2):  # btime: whole s
-                # lock granted while its writer lives: a filesystem without flock; trust the record
-                left.append(f"{d}: temp folder of a running preparation{_holder(holder)}; left alone")
+            if not ours:
+                left.append(f"{d}: temp folder of a running preparation ({owner_lock.describe(holder)}); left alone")
                 continue
             shutil.rmtree(d, ignore_errors=True)
             if d.exists():
-                left.append(f"{d}: temp folder of an interrupted preparation{_holder(holder)} could not be removed "
-                            "(permissions?); delete it")
+                left.append(f"{d}: temp folder of an interrupted preparation ({owner_lock.describe(holder)}) could "
+                            "not be removed (permissions?); delete it")
             else:
-                removed.append(f"{d}: removed the temp folder of an interrupted preparation{_holder(holder)}")
+                removed.append(f"{d}: removed the temp folder of an interrupted preparation "
+                               f"({owner_lock.describe(holder)})")
         finally:
             os.close(fd)
     return removed, left
-
-
-def _proc_start(pid: int) -> float:
-    """When a local process started (epoch seconds): a reused pid started after the record was written."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])  # field 22: start, clock ticks after boot
-        with open("/proc/stat", "rb") as fh:
-            boot = next(int(l.split()[1]) for l in fh if l.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return float("-inf")  # unknown: take the record's word that it lives
-
-
-def read_owner_record(fd: int) -> dict:
-    """The JSON owner record (pid, host, started) in an open lock file; {} when empty or unreadable."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        rec = json.loads(os.read(fd, 4096).decode() or "{}")
-        return rec if isinstance(rec, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _holder(rec: dict) -> str:
-    if not rec:
-        return ""
-    started = rec.get("started")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
-    return f" (pid {rec.get('pid', '?')} on {rec.get('host', '?')}, started {when})"
 
 
 def report_temp_dirs(parent: Path, log_: logging.Logger, prefixes: tuple[str, ...] = TEMP_PREFIXES) -> None:

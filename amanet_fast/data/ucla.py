@@ -23,7 +23,7 @@ from .. import safe_pickle
 from ..registry import DATASETS
 from .errors import DataFormatError, check_coordinates, read_json_file
 from .io import NUM_FRAMES, NUM_PERSONS
-from .plan import DatasetPlan, LoadResult, Problems, Sample, check_label
+from .plan import DatasetPlan, LoadResult, Problems, Sample
 
 __all__ = ["NUM_JOINTS", "NUM_CLASSES", "CLASS_NAMES", "load_ucla_clip", "plan_ucla"]
 

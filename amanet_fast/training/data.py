@@ -49,7 +49,6 @@ def check_synthetic_root(cfg: dict[str, Any]) -> None:
     generation). Anything else -- typically a user's prepared data passed as
     data.root without `dataset:` -- would be overwritten, so it stops here.
     """
-    from amanet_fast.data.errors import DataFormatError
     from amanet_fast.data.io import MANIFEST_NAME, read_manifest
 
     if not cfg["data"]["root"]:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from ..procfs import process_state
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -126,15 +128,6 @@ def is_peer_failure(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and any(m in str(err) for m in _FAILURE_MARKERS))
 
 
-def _proc_state(pid: int) -> str | None:
-    """Linux state letter of a local process (R, S, T = stopped, Z = dead, not reaped), None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return None
-
-
 class Heartbeat:
     """Every `interval` s each rank counts up its key in a store shared by the job, and a watcher
     thread notes when every other rank's count last moved. A rank whose count stood still for
@@ -206,7 +199,7 @@ class Heartbeat:
             return ""
         if host != socket.gethostname():
             return f" on host {host}"
-        state = _proc_state(int(pid))
+        state = process_state(int(pid))
         return {None: f" (pid {pid}, killed or crashed)", "Z": f" (pid {pid}, killed or crashed)",
                 "T": f" (pid {pid}, stopped by a signal: SIGSTOP or Ctrl-Z)"}.get(state, f" (pid {pid})")
 
@@ -220,7 +213,7 @@ class Heartbeat:
                 host, pid = self.store.get(f"host{r}").decode().split()
             except Exception:
                 continue
-            if host == socket.gethostname() and _proc_state(int(pid)) in (None, "Z"):
+            if host == socket.gethostname() and process_state(int(pid)) in (None, "Z"):
                 out.append(r)
         return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..data.engine import usable_cores
+from ..procfs import STIME, UTIME, stat_fields
 
 __all__ = ["CpuSnapshot", "LoadProbe", "usable_cores", "choose_threads", "measure_other_load", "ThreadPolicy",
            "ThreadGovernor"]
@@ -52,12 +53,9 @@ class LoadProbe:
                 pass
         own = 0
         for pid in pids:
-            try:
-                stat = (self.proc / pid / "stat").read_text()
-            except OSError:  # a child that already exited
-                continue
-            fields = stat.rsplit(")", 1)[1].split()  # the comm field may hold spaces
-            own += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of proc(5))
+            fields = stat_fields(pid, self.proc)
+            if fields is not None:  # None: a child that already exited
+                own += int(fields[UTIME]) + int(fields[STIME])
         return own
 
     def snapshot(self) -> CpuSnapshot | None:

@@ -1,9 +1,9 @@
 """One run per work dir, and signals that end a run cleanly.
 
-The lock is an `flock` on WORK_DIR/.lock (released by the kernel when the
-holder dies, even by kill -9) whose text names the holder (pid, host, start
-time) for the error message of a second run. A lock file left by a process
-that is gone is taken over with a warning.
+The lock is an owner file, WORK_DIR/.lock (owner_lock.py: an `flock` the kernel
+releases when the holder dies, even by kill -9, and a record naming the holder
+for the error message of a second run). A lock file left by a process that is
+gone is taken over with a warning.
 
 SIGTERM (what schedulers send before SIGKILL) is handled like Ctrl-C, and both
 are held back while the checkpoint/results files are being written, so an
@@ -12,18 +12,13 @@ interrupted run always leaves a consistent set of files.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
 import signal
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..data.io import read_owner_record
+from .. import owner_lock
 
 LOCK_NAME = ".lock"
 
@@ -40,26 +35,8 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _describe(holder: dict[str, Any]) -> str:
-    if not holder:
-        return "holder unknown"
-    started = holder.get("started")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
-
-
 class WorkDirLock:
-    """Exclusive ownership of a work dir for the lifetime of one run."""
+    """Exclusive ownership of a work dir for the lifetime of one run (an owner file, owner_lock.py)."""
 
     def __init__(self, path: Path, fd: int, warnings: list[str]) -> None:
         self.path, self._fd, self.warnings = path, fd, warnings
@@ -71,15 +48,15 @@ class WorkDirLock:
         for _ in range(5):  # retry when the holder removed the file between our open and flock
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                holder = read_owner_record(fd)
+                ours, holder = owner_lock.take(fd)
+            except BaseException:
                 os.close(fd)
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
+                raise
+            if not ours:
+                os.close(fd)
                 raise WorkDirBusyError(
-                    f"{work_dir}: work dir is in use by another run ({_describe(holder)}); "
-                    "wait for it to finish, stop it, or pass another --work-dir") from None
+                    f"{work_dir}: work dir is in use by another run ({owner_lock.describe(holder)}); "
+                    "wait for it to finish, stop it, or pass another --work-dir")
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
@@ -89,23 +66,9 @@ class WorkDirLock:
             os.close(fd)
         else:
             raise WorkDirBusyError(f"{path}: could not take the work dir lock (it keeps being replaced)")
-        holder = read_owner_record(fd)
-        warnings: list[str] = []
-        if holder:
-            pid, host = holder.get("pid"), holder.get("host")
-            if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
-                # flock granted although the recorded holder lives: locks are not enforced on this
-                # filesystem (some network mounts), so trust the record.
-                os.close(fd)
-                raise WorkDirBusyError(
-                    f"{work_dir}: work dir is in use by another run ({_describe(holder)}); "
-                    f"if that process is not a training run, delete {path}")
-            warnings.append(f"took over the work dir lock of a run that ended without releasing it "
-                            f"({_describe(holder)})")
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": command}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
+        warnings = [f"took over the work dir lock of a run that ended without releasing it "
+                    f"({owner_lock.describe(holder)})"] if holder else []
+        owner_lock.write_record(fd, command=command)
         return cls(path, fd, warnings)
 
     def release(self) -> None:

@@ -113,7 +113,7 @@ def test_missing_data_dir_gives_the_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as exc:
         SkeletonDataset(tmp_path / "data" / "ntu60" / "xview")
     msg = str(exc.value)
-    assert f"python -m amanet_fast.data.prepare ntu60 --split xview --raw " in msg
+    assert "python -m amanet_fast.data.prepare ntu60 --split xview --raw " in msg
     assert f"--out {tmp_path / 'data' / 'ntu60' / 'xview'}" in msg
 
 

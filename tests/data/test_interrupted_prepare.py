@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from amanet_fast.procfs import PPID, STATE, stat_fields
+
 REPO = Path(__file__).resolve().parents[2]
 
 _OWN_TEMP = textwrap.dedent("""
@@ -75,13 +77,13 @@ def _children() -> dict[int, str]:
     me, out = os.getpid(), {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
+            fields = stat_fields(d.name)
             try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
                 cmd = (d / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(fields[1]) == me and b"resource_tracker" not in cmd:  # multiprocessing's one helper, by design
-                out[int(d.name)] = fields[0]
+            if fields and int(fields[PPID]) == me and b"resource_tracker" not in cmd:  # multiprocessing's one helper
+                out[int(d.name)] = fields[STATE]
     return out
 
 
@@ -130,11 +132,11 @@ def _pids_of_children(pid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
+            fields = stat_fields(d.name)
             try:
-                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid and b"spawn_main" in (d / "cmdline").read_bytes():
+                if fields and int(fields[PPID]) == pid and b"spawn_main" in (d / "cmdline").read_bytes():
                     out.append(int(d.name))
-            except (OSError, ValueError):
+            except OSError:
                 pass
     return out
 

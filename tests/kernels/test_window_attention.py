@@ -458,10 +458,10 @@ def test_aot_specs_cover_every_launch_config():
         key = {k: v for k, v in spec.constexprs.items() if k in declared_constexprs}
         by_key[(spec.fn.__name__, spec.meta["dtype"], tuple(sorted(key.items())), spec.num_warps)] = spec
     for dtype, label in ((torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-        for window in (1, 3, 5):
+        for tau in (1, 3, 5):
             for J in (18, 20, 25):
                 for D in (8, 16, 24, 32, 48, 64, 96):
-                    cfg = wa_module.launch_config(dtype, window, J, D)
+                    cfg = wa_module.launch_config(dtype, tau, J, D)
                     for affine in (True, False):
                         wanted = [("window_fwd_kernel", cfg.fwd_constexprs(affine), cfg.fwd_num_warps)]
                         wanted += [("window_bwd_kernel", cfg.bwd_constexprs(flag), cfg.bwd_num_warps)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from amanet_fast.procfs import PPID, stat_fields
+
 from .conftest import REPO, tiny_args
 
 TIMEOUT_S = 10  # runtime.dist_timeout_s of these jobs
@@ -21,11 +23,9 @@ def _children(pid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError, IndexError):
-                pass
+            fields = stat_fields(d.name)
+            if fields and int(fields[PPID]) == pid:
+                out.append(int(d.name))
     return out
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from amanet_fast import Predictor, Stream
-from amanet_fast.data.augment import valid_range
 from amanet_fast.data.ntu import read_skeleton_file
 from amanet_fast.data.prepare import main as prepare_main
 from amanet_fast.stream import main, replay_frames
